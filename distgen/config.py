@@ -1,0 +1,253 @@
+"""Recipes: YAML -> a typed, frozen dataclass tree, with dotted command-line overrides.
+
+    python launch/train.py recipes/quickstart.yaml optim.lr_d=1e-4 train.steps=500 --dry-run
+
+Every section is a frozen dataclass; the `model` section's type is chosen by `family`
+(each family file declares its own `ModelConfig`). Unknown keys, wrong types and unknown
+family names raise `ConfigError` naming the key and the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from distgen.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/digits"  # shard folder with index.json, or a shard URL pattern
+    index: str = ""  # index.json to use when root is a URL pattern ("" = next to the shards)
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: int = 0  # 0 = the size the shards were written at
+    shuffle_buffer: int = 512
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr: float = 2e-4  # single-objective families
+    lr_g: float = 2e-4  # adversarial families: generator
+    lr_d: float = 2e-4  # adversarial families: discriminator / critic
+    beta1: float = 0.5
+    beta2: float = 0.999
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    name: str  # a phase the family defines, e.g. D or G
+    repeat: int = 1  # e.g. n_critic for WGAN-GP
+    every: int = 1  # run this phase on iterations where iteration % every == 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # generator steps (adversarial) or optimizer steps (single objective)
+    batch_size: int = 64  # per process
+    phases: tuple[PhaseConfig, ...] = ()  # () = the family's default alternation
+    ema: float = 0.0  # decay of the generator EMA used for samples; 0 = off
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = ""  # "" = runs/<recipe>/<UTC timestamp>
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_last: int = 3  # step checkpoints kept on disk (0 = keep all)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    every: int = 50
+    sample_every: int = 500
+    wandb: bool = False
+    wandb_project: str = "distgen"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0  # 0 = only at the end of training (single-objective loop)
+    num_samples: int = 1000
+    classifier: str = ""  # run dir of a `classifier` run, the judge for the `acc` metric
+
+
+@dataclass(frozen=True)
+class Config:
+    family: str
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: str = ""  # the recipe's name (file stem); set by load()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a recipe file, apply `key=value` overrides, and type-check the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file '{path}' does not exist; recipes live in recipes/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe '{path}' must be a mapping of sections (family, model, data, ...)")
+    raw.setdefault("recipe", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(raw)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b.c=value` in the raw recipe dict; the value is parsed as YAML (1e-4, true, [1, 2])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like key=value, e.g. optim.lr_d=1e-4")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict) -> Config:
+    from distgen.families import FAMILIES  # the registry decides the type of the model section
+
+    family = raw.get("family")
+    if family not in FAMILIES:
+        raise ConfigError(f"family '{family}' is not known; valid families: {', '.join(sorted(FAMILIES))}")
+    model_cls = FAMILIES[family].ModelConfig
+    raw = dict(raw)
+    model = _build(model_cls, raw.pop("model", None) or {}, "model")
+    cfg = dataclasses.replace(_build(Config, {**raw, "model": None}, ""), model=model)
+    check(cfg, FAMILIES[family])
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain dict (lists, not tuples) suitable for YAML and W&B."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(cfg)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- typing
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where or 'recipe'}' must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key '{key}'; valid keys{' under ' + repr(where) if where else ''}: "
+                          f"{', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in raw:
+            if f.type == "Any" or hints[name] is Any:
+                kwargs[name] = raw[name]
+            else:
+                kwargs[name] = _coerce(hints[name], raw[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key '{key}'")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"'{key}' is {value!r}; valid choices: {', '.join(map(str, choices))}")
+        return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}")
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"config field {key}: unions are not supported")  # internal invariant
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"'{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"'{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"'{key}' must be a string, got {value!r}")
+    raise TypeError(f"config field {key}: unsupported type {tp}")  # internal invariant
+
+
+def check(cfg: Config, family) -> None:
+    """Range and cross-key checks that types alone cannot express."""
+    for key, value in (("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
+                       ("log.every", cfg.log.every), ("log.sample_every", cfg.log.sample_every),
+                       ("run.checkpoint_every", cfg.run.checkpoint_every)):
+        if value <= 0:
+            raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise ConfigError(f"'train.ema' must be in [0, 1), got {cfg.train.ema}")
+    for i, phase in enumerate(cfg.train.phases):
+        if phase.repeat <= 0 or phase.every <= 0:
+            raise ConfigError(f"'train.phases[{i}]' needs repeat >= 1 and every >= 1, got {phase}")
+    phases = getattr(family, "PHASES", {})
+    for i, phase in enumerate(cfg.train.phases):
+        if phase.name not in phases:
+            raise ConfigError(f"'train.phases[{i}].name' is {phase.name!r}; family '{cfg.family}' has phases: "
+                              f"{', '.join(phases) or 'none (single-objective family)'}")

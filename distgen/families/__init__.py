@@ -1,0 +1,11 @@
+"""The family registry: short name -> family class (one file each)."""
+from distgen.families.acgan import ACGAN
+from distgen.families.classifier import Classifier
+from distgen.families.dcgan import DCGAN
+
+FAMILIES = {
+    "acgan": ACGAN,
+    "classifier": Classifier,
+    "dcgan": DCGAN,
+}
+

@@ -1,0 +1,1 @@
+"""Training loops, one per training style; the only library code that touches Accelerate."""

@@ -1,0 +1,198 @@
+"""What both training loops share: the Accelerator, the run dir, metrics, checkpoints, resume.
+
+Run dir contract (DESIGN.md): config.yaml, metrics.jsonl, samples/step_<N>.png,
+checkpoints/step_<N>/ + checkpoints/latest, eval/step_<N>.json, report/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import broadcast_object_list
+from tqdm import tqdm
+
+from distgen import config as config_mod
+from distgen import stats
+from distgen.errors import ConfigError
+
+
+class TrainState:
+    """Step counter and stream position; saved with every checkpoint via register_for_checkpointing."""
+
+    def __init__(self):
+        self.step = 0
+        self.batches = 0  # batches this rank has taken from its stream
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.batches = int(state["step"]), int(state["batches"])
+
+
+def make_accelerator(cfg) -> Accelerator:
+    # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
+    # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    return Accelerator(kwargs_handlers=[ddp], log_with="wandb" if cfg.log.wandb else None)
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "latest").exists()
+
+
+def resolve_run_dir(cfg, resume: str | None, accelerator: Accelerator) -> tuple[Path, Path | None]:
+    """Decide (on the main process, shared with all) the run dir and the checkpoint to resume from."""
+    choice = [None]
+    if accelerator.is_main_process:
+        choice[0] = _resolve(cfg, resume)
+    broadcast_object_list(choice)
+    run_dir, ckpt = choice[0]
+    return Path(run_dir), (Path(ckpt) if ckpt else None)
+
+
+def _resolve(cfg, resume):
+    base = Path("runs") / (cfg.recipe or cfg.family)
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else None
+    if resume not in (None, "auto"):
+        ckpt = Path(resume)
+        if ckpt.is_dir() and (ckpt / "checkpoints").is_dir():  # a run dir: take its latest
+            ckpt = ckpt / "checkpoints" / "latest"
+        if not (ckpt / "meta.json").is_file():
+            raise ConfigError(f"--resume '{resume}' is not a checkpoint (no meta.json); pass a run dir, "
+                              f"RUN/checkpoints/step_<N> or --resume auto")
+        ckpt = ckpt.resolve()
+        return str(run_dir or ckpt.parent.parent), str(ckpt)
+    if resume == "auto" and run_dir is None:  # the most recent run of this recipe that has a checkpoint
+        runs = sorted(p for p in base.glob("*") if _has_checkpoint(p)) if base.is_dir() else []
+        run_dir = runs[-1] if runs else None
+    if run_dir is None:
+        run_dir = base / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if _has_checkpoint(run_dir):
+        if resume != "auto":
+            raise ConfigError(f"run dir '{run_dir}' already has checkpoints; pass --resume auto to continue "
+                              f"it, or choose another run.dir=...")
+        return str(run_dir), str((run_dir / "checkpoints" / "latest").resolve())
+    return str(run_dir), None
+
+
+class Run:
+    """The run dir of one training run, and everything written into it."""
+
+    def __init__(self, cfg, accelerator: Accelerator, resume: str | None):
+        self.cfg, self.acc = cfg, accelerator
+        self.dir, self.resume_from = resolve_run_dir(cfg, resume, accelerator)
+        if accelerator.is_main_process:
+            for sub in ("checkpoints", "samples", "eval", "report"):
+                (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.yaml").write_text(config_mod.dump(cfg))
+            if cfg.log.wandb:
+                accelerator.init_trackers(cfg.log.wandb_project, config=config_mod.to_dict(cfg),
+                                          init_kwargs={"wandb": {"dir": str(self.dir), "name": str(self.dir)}})
+        accelerator.wait_for_everyone()
+        self.bar = None
+        self._clock = time.perf_counter()
+
+    # -- progress and metrics -----------------------------------------------------------------
+
+    def start(self, step: int) -> None:
+        self.bar = tqdm(total=self.cfg.train.steps, initial=step, disable=not self.acc.is_main_process,
+                        dynamic_ncols=True, mininterval=1.0, desc=self.cfg.recipe or self.cfg.family)
+        self._clock = time.perf_counter()
+
+    def log(self, step: int, images: int, extra: dict | None = None) -> dict:
+        """Reduce this interval's stats across ranks (one sync) and write one metrics.jsonl line.
+
+        `images` counts real images this rank consumed since the last log."""
+        local = stats.collect()
+        names = list(local)
+        values = torch.stack([local[n] for n in names]) if names else torch.zeros(0)
+        values = self.acc.reduce(values.to(self.acc.device), reduction="mean").tolist()
+        row = {"step": step, **{n: round(v, 6) for n, v in zip(names, values)}, **(extra or {})}
+        now = time.perf_counter()
+        row["img/s"] = round(images * self.acc.num_processes / max(now - self._clock, 1e-9), 2)
+        self._clock = now
+        if self.acc.is_main_process:
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
+            if self.cfg.log.wandb:
+                self.acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
+        return row
+
+    def write_eval(self, step: int, result: dict) -> None:
+        if self.acc.is_main_process:
+            (self.dir / "eval" / f"step_{step}.json").write_text(json.dumps({"step": step, **result}, indent=1))
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in result.items()}}) + "\n")
+            if self.cfg.log.wandb:
+                self.acc.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        """Load the checkpoint chosen at start (after prepare and register_for_checkpointing)."""
+        if self.resume_from is None:
+            return False
+        self.acc.load_state(str(self.resume_from))
+        if self.acc.is_main_process:
+            tqdm.write(f"resumed from {self.resume_from}")
+        return True
+
+    def save(self, step: int, meta: dict) -> Path:
+        """accelerate save_state into a temporary dir, rename it to step_<N>, then move `latest`."""
+        ckdir = self.dir / "checkpoints"
+        final, tmp = ckdir / f"step_{step}", ckdir / f".step_{step}.tmp"
+        if self.acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            link = ckdir / ".latest.tmp"
+            link.unlink(missing_ok=True)
+            link.symlink_to(final.name)
+            os.replace(link, ckdir / "latest")
+            self._rotate(ckdir)
+        self.acc.wait_for_everyone()
+        return final
+
+    def _rotate(self, ckdir: Path) -> None:
+        keep = self.cfg.run.keep_last
+        steps = sorted((int(p.name.split("_")[1]), p) for p in ckdir.glob("step_*") if p.name.split("_")[1].isdigit())
+        if keep > 0:
+            for _, path in steps[:-keep]:
+                shutil.rmtree(path)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.cfg.log.wandb:
+            self.acc.end_training()
+        if self.acc.is_main_process:
+            print(f"run dir: {self.dir}", flush=True)
+
+
+def checkpoint_meta(accelerator: Accelerator, net_names: list[str], custom: list[str]) -> dict:
+    """Which file of an accelerate checkpoint holds which net, so evaluate.py can load by name."""
+    models = {n: ("model.safetensors" if i == 0 else f"model_{i}.safetensors") for i, n in enumerate(net_names)}
+    return {"family_nets": models, "custom": {n: f"custom_checkpoint_{i}.pkl" for i, n in enumerate(custom)},
+            "world_size": accelerator.num_processes}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def every(step: int, period: int, last: int) -> bool:
+    return period > 0 and (step % period == 0 or step == last)
