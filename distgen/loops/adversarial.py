@@ -51,7 +51,7 @@ def train(cfg, resume: str | None = None) -> str:
            if cfg.train.ema > 0 else None)
     state = TrainState()
     acc.register_for_checkpointing(state, *([ema] if ema else []))
-    meta = checkpoint_meta(acc, names, ["train_state"] + (["ema"] if ema else []))
+    meta = checkpoint_meta(acc, names, ["train_state"] + (["ema"] if ema else []), info)
     if not run.resume():
         set_seed(cfg.run.seed + acc.process_index)  # each rank draws its own noise from here on
 
@@ -94,5 +94,6 @@ def train(cfg, resume: str | None = None) -> str:
             save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png", grid_cols)
         if every(done, cfg.run.checkpoint_every, last):
             run.save(done, meta)
+    run.check_ranks(nets)
     run.finish()
     return str(run.dir)

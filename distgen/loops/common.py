@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from distgen import config as config_mod
 from distgen import stats
+from distgen.checkpoint import info_to_meta
 from distgen.errors import ConfigError
 
 
@@ -174,6 +175,30 @@ class Run:
             for _, path in steps[:-keep]:
                 shutil.rmtree(path)
 
+    def check_ranks(self, nets: dict) -> bool:
+        """Gather a fingerprint of every parameter from every rank; write ranks.json; warn on drift.
+
+        DDP keeps replicas identical only if every rank ran the same steps; this catches the silent
+        failures (a skipped step on one rank, unsynced parameters) at the end of every run."""
+        gen = torch.Generator().manual_seed(0)
+        rows = []
+        for name in sorted(nets):
+            for p in self.acc.unwrap_model(nets[name]).parameters():
+                w = torch.rand(p.numel(), generator=gen, dtype=torch.float64).to(p.device)
+                flat = p.detach().double().flatten()
+                rows.append(torch.stack([flat.sum(), flat.square().sum(), (flat * w).sum()]))
+        mine = torch.stack(rows).flatten()
+        every_rank = self.acc.gather(mine[None]).cpu()
+        drift = float((every_rank - every_rank[0]).abs().max() / every_rank[0].abs().max().clamp_min(1e-12))
+        in_sync = drift <= 1e-6
+        if self.acc.is_main_process:
+            (self.dir / "ranks.json").write_text(json.dumps(
+                {"world_size": self.acc.num_processes, "relative_drift": drift, "in_sync": in_sync,
+                 "fingerprints": every_rank.tolist()}))
+            if not in_sync:
+                tqdm.write(f"warning: parameters differ between ranks (relative drift {drift:.3g}); see ranks.json")
+        return in_sync
+
     def finish(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -183,11 +208,12 @@ class Run:
             print(f"run dir: {self.dir}", flush=True)
 
 
-def checkpoint_meta(accelerator: Accelerator, net_names: list[str], custom: list[str]) -> dict:
-    """Which file of an accelerate checkpoint holds which net, so evaluate.py can load by name."""
+def checkpoint_meta(accelerator: Accelerator, net_names: list[str], custom: list[str], info) -> dict:
+    """Which file of an accelerate checkpoint holds which net (in prepare order), so evaluate.py
+    can load by name, and what the nets were built for."""
     models = {n: ("model.safetensors" if i == 0 else f"model_{i}.safetensors") for i, n in enumerate(net_names)}
     return {"family_nets": models, "custom": {n: f"custom_checkpoint_{i}.pkl" for i, n in enumerate(custom)},
-            "world_size": accelerator.num_processes}
+            "world_size": accelerator.num_processes, "data_info": info_to_meta(info)}
 
 
 def to_device(batch: dict, device) -> dict:

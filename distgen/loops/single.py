@@ -46,7 +46,7 @@ def train(cfg, resume: str | None = None) -> str:
     nets, opt = dict(zip(names, prepared[:-1])), prepared[-1]
     state = TrainState()
     acc.register_for_checkpointing(state)
-    meta = checkpoint_meta(acc, names, ["train_state"])
+    meta = checkpoint_meta(acc, names, ["train_state"], info)
     if not run.resume():
         set_seed(cfg.run.seed + acc.process_index)
 
@@ -76,5 +76,6 @@ def train(cfg, resume: str | None = None) -> str:
             run.write_eval(done, evaluate(family, nets, info, cfg, acc))
         if every(done, cfg.run.checkpoint_every, last):
             run.save(done, meta)
+    run.check_ranks(nets)
     run.finish()
     return str(run.dir)

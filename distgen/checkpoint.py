@@ -1,0 +1,60 @@
+"""Reading a run's checkpoints without Accelerate: rebuild the family and load its nets by name.
+
+    cfg, family, step = load_run("runs/quickstart/20261122-101500", "latest")
+
+Checkpoints are accelerate `save_state` folders plus `meta.json`, which names the file of each
+net (and of the generator EMA) and records what the nets were built for (image size, classes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from distgen import config
+from distgen.data import DataInfo
+from distgen.errors import ConfigError
+from distgen.families import FAMILIES
+
+
+def info_to_meta(info: DataInfo) -> dict:
+    return {"image_size": info.image_size, "channels": info.channels,
+            "class_names": list(info.class_names), "attr_names": list(info.attr_names)}
+
+
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "latest") -> Path:
+    run_dir = Path(run_dir)
+    named = checkpoint == "latest" or checkpoint.startswith("step_")
+    ckpt = run_dir / "checkpoints" / checkpoint if named else Path(checkpoint)
+    if not (ckpt / "meta.json").is_file():
+        raise ConfigError(f"no checkpoint at '{ckpt}' (meta.json missing); train first, or pass "
+                          f"--checkpoint latest|step_<N>|PATH")
+    return ckpt.resolve()
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
+             use_ema: bool = True):
+    """(config, family with loaded nets in eval-ready state, step) of a run's checkpoint."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"'{run_dir}' is not a run dir (no config.yaml); pass the folder train.py printed")
+    cfg = config.from_dict(yaml.safe_load(cfg_path.read_text()))
+    ckpt = resolve_checkpoint(run_dir, checkpoint)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    d = meta["data_info"]
+    info = DataInfo(d["image_size"], d["channels"], tuple(d["class_names"]), tuple(d["attr_names"]), {}, {})
+    family = FAMILIES[cfg.family](cfg, info, device)
+    for name, file in meta["family_nets"].items():
+        family.nets[name].load_state_dict(load_file(str(ckpt / file), device=str(device)))
+    ema_file = meta["custom"].get("ema")
+    if use_ema and ema_file:
+        state = torch.load(ckpt / ema_file, map_location=device, weights_only=True)
+        weights = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+        family.nets[family.GENERATOR].load_state_dict(weights)
+    for net in family.nets.values():
+        net.to(device)
+    return cfg, family, int(meta["step"])

@@ -1,0 +1,56 @@
+"""Shared fixtures: real digits shards built once per session, and runners for the real entry points."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Tiny nets and batches: every GAN/classifier test run takes seconds on 2 CPU cores.
+TINY_GAN = ["model.z_dim=16", "model.width=8", "train.batch_size=16", "log.every=5", "log.sample_every=10"]
+TINY_CLS = ["model.width=8", "train.batch_size=32", "log.every=5"]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """The embedded digits converted by the real converter (python -m shards digits)."""
+    out = tmp_path_factory.mktemp("shards") / "digits"
+    from shards.__main__ import main
+
+    assert main(["digits", "--out", str(out)]) == 0
+    return out
+
+
+def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a command from the repo root with this interpreter's venv on PATH; never inherits a GPU."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | None = None,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = {"python": [sys.executable],
+           "accelerate": [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+           "accelerate2": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", "29517"]}[launcher]
+    cmd = cmd + ["launch/train.py", f"recipes/{recipe}.yaml", *overrides]
+    if resume:
+        cmd += ["--resume", resume]
+    if launcher == "accelerate2":
+        env = {"ACCELERATE_USE_CPU": "1", **(env or {})}
+    result = run(cmd, env)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
