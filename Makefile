@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DATA      := data/digits
 JUDGE     := runs/demo/classifier_digits
 DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
-CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(shell nproc) --num_machines 1 --mixed_precision no --dynamo_backend no
 
 .PHONY: demo test setup clean-demo
 

@@ -34,13 +34,18 @@ def generator(in_dim: int, channels: int, image_size: int, width: int) -> nn.Seq
     return init_weights(nn.Sequential(*layers))
 
 
-def discriminator_trunk(channels: int, image_size: int, width: int) -> tuple[nn.Sequential, int]:
-    """(N, channels, size, size) -> (N, C, 4, 4); returns the trunk and C."""
+NORMS = {"batch": nn.BatchNorm2d, "layer": lambda ch: nn.GroupNorm(1, ch), "none": lambda ch: nn.Identity()}
+
+
+def discriminator_trunk(channels: int, image_size: int, width: int, norm: str = "batch") -> tuple[nn.Sequential, int]:
+    """(N, channels, size, size) -> (N, C, 4, 4); returns the trunk and C.
+
+    `norm`: batch (DCGAN), layer or none (critics with a per-sample gradient penalty)."""
     n = stages(image_size)
     layers = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
     ch = width
     for _ in range(n - 1):
-        layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), NORMS[norm](ch * 2), nn.LeakyReLU(0.2, True)]
         ch *= 2
     return init_weights(nn.Sequential(*layers)), ch
 
@@ -53,9 +58,9 @@ def head(in_ch: int, out: int) -> nn.Module:
 class Discriminator(nn.Module):
     """Shared trunk with named heads; forward returns one logit tensor per head."""
 
-    def __init__(self, channels: int, image_size: int, width: int, heads: dict[str, int]):
+    def __init__(self, channels: int, image_size: int, width: int, heads: dict[str, int], norm: str = "batch"):
         super().__init__()
-        self.trunk, ch = discriminator_trunk(channels, image_size, width)
+        self.trunk, ch = discriminator_trunk(channels, image_size, width, norm)
         self.heads = nn.ModuleDict({name: head(ch, out) for name, out in heads.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,7 +73,7 @@ def init_weights(module: nn.Module) -> nn.Module:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
