@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,13 @@ def digits(tmp_path_factory) -> Path:
     return out
 
 
+def free_port() -> int:
+    """A port nobody listens on now, so concurrent 2-process runs never share a rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a command from the repo root with this interpreter's venv on PATH; never inherits a GPU."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -41,7 +49,7 @@ def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | 
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
            "accelerate2": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "--main_process_port", "29517"]}[launcher]
+                           "--main_process_port", str(free_port())]}[launcher]
     cmd = cmd + ["launch/train.py", f"recipes/{recipe}.yaml", *overrides]
     if resume:
         cmd += ["--resume", resume]

@@ -202,8 +202,8 @@ class Run:
     def finish(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.cfg.log.wandb:
-            self.acc.end_training()
+        self.acc.wait_for_everyone()
+        self.acc.end_training()  # finishes trackers and tears the process group down cleanly
         if self.acc.is_main_process:
             print(f"run dir: {self.dir}", flush=True)
 
