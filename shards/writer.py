@@ -1,7 +1,9 @@
 """Writes one dataset's splits as WebDataset tar shards plus index.json, never leaving half a shard.
 
 Each shard is written under a temporary name and renamed when complete; index.json is written
-last, also via rename, so a folder with an index.json is always a complete shard set.
+last, also via rename, so a folder with an index.json is always a complete shard set. The output
+folder is created only when the first sample arrives, so a converter that rejects its input
+before writing leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
+PNG_MAX_SIDE = 64  # images up to this side are stored losslessly as PNG, larger ones as JPEG
+
 
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
@@ -20,28 +24,51 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def jpg_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+ENCODERS = {"png": png_bytes, "jpg": jpg_bytes}
+
+
 class ShardSetWriter:
-    """`add(split, key, image, cls=None, meta=None)` for every sample, then `finish(**index_fields)`."""
+    """`add(split, key, image, cls=None, meta=None)` for every sample, then `finish(**index_fields)`.
+
+    A dataset with several domains (maps: A and B) writes each into `part(name)`, a complete shard
+    set of its own in OUT/name; `finish` and `abort` then act on every part.
+    """
 
     def __init__(self, out: str | Path, samples_per_shard: int = 2000):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.samples_per_shard = samples_per_shard
         self.splits: dict[str, dict] = {}
         self.skipped: list[str] = []
+        self.parts: dict[str, ShardSetWriter] = {}
         self._open: dict[str, tuple[wds.TarWriter, Path, Path]] = {}
+        self._started = False
+
+    def part(self, name: str) -> ShardSetWriter:
+        assert not self.splits, "a writer holds either samples or parts, not both"
+        return self.parts.setdefault(name, ShardSetWriter(self.out / name, self.samples_per_shard))
 
     def add(self, split: str, key: str, image: Image.Image, cls: int | None = None,
-            meta: dict | None = None) -> None:
+            meta: dict | None = None, fmt: str | None = None) -> None:
+        """`fmt` "png" or "jpg"; by default PNG for small images and JPEG for large ones."""
         assert "." not in key, f"sample keys contain no dots: {key}"
+        assert not self.parts, "a writer holds either samples or parts, not both"
         info = self.splits.setdefault(split, {"shards": [], "count": 0})
         if split not in self._open or info["count"] % self.samples_per_shard == 0:
             self._close(split)
+            if not self._started:
+                self._start()
             name = f"{split}-{len(info['shards']):06d}.tar"
             final, tmp = self.out / name, self.out / f".{name}.partial"
             self._open[split] = (wds.TarWriter(str(tmp)), tmp, final)
             info["shards"].append(name)
-        sample = {"__key__": key, "png": png_bytes(image), "json": meta or {}}
+        fmt = fmt or ("png" if max(image.size) <= PNG_MAX_SIDE else "jpg")
+        sample = {"__key__": key, fmt: ENCODERS[fmt](image), "json": meta or {}}
         if cls is not None:
             sample["cls"] = int(cls)
         self._open[split][0].write(sample)
@@ -49,6 +76,13 @@ class ShardSetWriter:
 
     def skip(self, name: str) -> None:
         self.skipped.append(name)
+
+    def _start(self) -> None:
+        """First shard of this run: an index.json left by an earlier run would describe shards that
+        are about to be replaced, so it goes until this run finishes."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "index.json").unlink(missing_ok=True)
+        self._started = True
 
     def _close(self, split: str) -> None:
         if split in self._open:
@@ -58,16 +92,26 @@ class ShardSetWriter:
 
     def abort(self) -> None:
         """Remove the shard being written; complete shards stay, but no index.json is written."""
+        for part in self.parts.values():
+            part.abort()
         for writer, tmp, _ in self._open.values():
             writer.close()
             tmp.unlink(missing_ok=True)
         self._open.clear()
 
     def finish(self, **index_fields) -> dict:
+        """Write index.json (one per part) and return it; with parts, a summary keyed `part/split`."""
+        if self.parts:
+            indexes = {name: part.finish(**index_fields, domain=name) for name, part in self.parts.items()}
+            skipped = [f"{name}/{f}" for name, index in indexes.items() for f in index["skipped"]["files"]]
+            return {"splits": {f"{name}/{split}": entry for name, index in indexes.items()
+                               for split, entry in index["splits"].items()},
+                    "skipped": {"count": len(skipped), "files": skipped}}
         for split in list(self._open):
             self._close(split)
         index = {**index_fields, "splits": self.splits,
                  "skipped": {"count": len(self.skipped), "files": self.skipped}}
+        self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.out / ".index.json.partial"
         tmp.write_text(json.dumps(index, indent=1))
         os.replace(tmp, self.out / "index.json")
