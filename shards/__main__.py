@@ -1,8 +1,11 @@
 """Command line of the converters.
 
-    python -m shards FORMAT --out OUT_DIR [--src RAW_DIR] [--samples-per-shard N] [format options]
+    python -m shards FORMAT --src RAW_DIR --out OUT_DIR [--size PX] [--split ...] [--samples-per-shard N]
 
-Writes OUT_DIR/{split}-000000.tar ... and OUT_DIR/index.json, then prints one summary line.
+FORMAT is one of celeba, faces, anime, mnistm, usps, svhn, maps, digits, digits-m (the last two
+are embedded in scikit-learn and take no --src). Writes OUT_DIR/{split}-000000.tar ... and
+OUT_DIR/index.json (maps: OUT_DIR/A and OUT_DIR/B), then prints one summary line. A --src that
+holds no accepted layout stops with `error: ...` (exit code 2) before anything is written.
 """
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ import argparse
 import sys
 
 from distgen.errors import DataError
-from shards import digits
+from shards import anime, celeba, digits, digits_m, faces, maps, mnistm, svhn, usps
 from shards.writer import ShardSetWriter
 
-FORMATS = {"digits": digits}
+FORMATS = {"celeba": celeba, "faces": faces, "anime": anime, "mnistm": mnistm, "usps": usps, "svhn": svhn,
+           "maps": maps, "digits": digits, "digits-m": digits_m}
+SHOW_SKIPPED = 10  # file names in the summary line; index.json lists them all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     index = writer.finish(**fields)
     counts = ", ".join(f"{s}={v['count']}" for s, v in index["splits"].items())
+    skipped = index["skipped"]["files"]
+    names = ": " + ", ".join(skipped[:SHOW_SKIPPED]) + (", ..." if len(skipped) > SHOW_SKIPPED else "")
     print(f"wrote {sum(v['count'] for v in index['splits'].values())} samples ({counts}) "
-          f"to {args.out}; skipped {index['skipped']['count']}")
+          f"to {args.out}; skipped {len(skipped)}{names if skipped else ''}")
     return 0
 
 
