@@ -1,7 +1,9 @@
 """Converters: raw dataset layouts -> WebDataset tar shards + index.json.
 
-    python -m shards digits --out data/digits
+    python -m shards FORMAT --src RAW_DIR --out OUT_DIR [--size PX] [--split ...]
 
-Each FORMAT is one module with a `convert(args) -> dict` that yields samples into a
-`ShardSetWriter`; see ../shared/DATASETS.md for the layouts and shards/__main__.py for the CLI.
+One module per FORMAT (celeba, faces, anime, mnistm, usps, svhn, maps, digits, digits_m for
+`digits-m`), each with `add_arguments(parser)` and `convert(args, writer) -> index fields`;
+common.py holds what they share (layout checks, image reading, writing items), labelled.py the
+digit datasets' shared layouts, writer.py the shard writer. Layouts: ../shared/DATASETS.md.
 """
