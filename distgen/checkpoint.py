@@ -22,7 +22,7 @@ from distgen.families import FAMILIES
 
 def info_to_meta(info: DataInfo) -> dict:
     return {"image_size": info.image_size, "channels": info.channels,
-            "class_names": list(info.class_names), "attr_names": list(info.attr_names)}
+            "class_names": list(info.class_names), "attr_names": list(info.attr_names), "tags": info.tags}
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "latest") -> Path:
@@ -46,7 +46,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     meta = json.loads((ckpt / "meta.json").read_text())
     d = meta["data_info"]
-    info = DataInfo(d["image_size"], d["channels"], tuple(d["class_names"]), tuple(d["attr_names"]), {}, {})
+    info = DataInfo(d["image_size"], d["channels"], tuple(d["class_names"]), tuple(d["attr_names"]), {}, {},
+                    d.get("tags", {}))
     family = FAMILIES[cfg.family](cfg, info, device)
     for name, file in meta["family_nets"].items():
         family.nets[name].load_state_dict(load_file(str(ckpt / file), device=str(device)))

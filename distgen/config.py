@@ -27,6 +27,7 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "test"
     image_size: int = 0  # 0 = the size the shards were written at
+    attrs: tuple[str, ...] = ()  # attributes (by name) to put in batch["attrs"]; () = all in the index
     shuffle_buffer: int = 512
     num_workers: int = 0
 
@@ -41,6 +42,10 @@ class OptimConfig:
     beta2: float = 0.999
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
+    name_g: str = ""  # per-network optimizer for adversarial families ("" = optim.name)
+    name_d: str = ""
+    betas_g: tuple[float, ...] = ()  # per-network (beta1, beta2) (() = optim.beta1, optim.beta2)
+    betas_d: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,9 @@ class TrainConfig:
     steps: int = 1000  # generator steps (adversarial) or optimizer steps (single objective)
     batch_size: int = 64  # per process
     phases: tuple[PhaseConfig, ...] = ()  # () = the family's default alternation
-    ema: float = 0.0  # decay of the generator EMA used for samples; 0 = off
+    ema: float = 0.0  # decay of the generator EMA used for samples and evaluation; 0 = off
+    grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
+    sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,14 @@ def check(cfg: Config, family) -> None:
                        ("run.checkpoint_every", cfg.run.checkpoint_every)):
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if cfg.train.grad_accum < 1:
+        raise ConfigError(f"'train.grad_accum' must be >= 1, got {cfg.train.grad_accum}")
+    for net in ("g", "d"):
+        name, betas = getattr(cfg.optim, f"name_{net}"), getattr(cfg.optim, f"betas_{net}")
+        if name not in ("", "adam", "rmsprop", "sgd"):
+            raise ConfigError(f"'optim.name_{net}' is {name!r}; valid choices: adam, rmsprop, sgd (or empty)")
+        if len(betas) not in (0, 2):
+            raise ConfigError(f"'optim.betas_{net}' must be [beta1, beta2] or empty, got {list(betas)}")
     if not 0.0 <= cfg.train.ema < 1.0:
         raise ConfigError(f"'train.ema' must be in [0, 1), got {cfg.train.ema}")
     for i, phase in enumerate(cfg.train.phases):

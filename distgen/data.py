@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ class DataInfo:
     attr_names: tuple[str, ...]
     splits: dict  # split -> list of shard URLs
     counts: dict  # split -> sample count
+    tags: dict = field(default_factory=dict)  # tag vocabularies, e.g. {"hair": [...], "eye": [...]}
 
     @property
     def num_classes(self) -> int:
@@ -63,13 +64,21 @@ def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
         splits = {s: [str(index_path.parent / name) for name in v["shards"]] for s, v in index["splits"].items()}
         counts = {s: int(v["count"]) for s, v in index["splits"].items()}
         info = DataInfo(int(index["image_size"]), int(index["channels"]), tuple(index.get("class_names", ())),
-                        tuple(index.get("attr_names", ())), splits, counts)
+                        tuple(index.get("attr_names", ())), splits, counts, dict(index.get("tags", {})))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"'{index_path}' is not a valid shard index ({exc!r}); rebuild it with `python -m shards`")
     if _is_pattern(root):  # the pattern names the training shards directly
         splits = dict(info.splits)
         splits[split_for_pattern] = list(wds.shardlists.expand_urls(root))
-        info = DataInfo(info.image_size, info.channels, info.class_names, info.attr_names, splits, info.counts)
+        info = DataInfo(info.image_size, info.channels, info.class_names, info.attr_names, splits, info.counts,
+                        info.tags)
+    missing = [a for a in getattr(data_cfg, "attrs", ()) if a not in info.attr_names]
+    if missing:
+        raise DataError(f"data.attrs: '{missing[0]}' is not an attribute of '{index_path}'; it has: "
+                        f"{', '.join(info.attr_names) or 'no attributes'}")
+    if getattr(data_cfg, "attrs", ()):  # the selected attributes, in the recipe's order, are the model's
+        info = DataInfo(info.image_size, info.channels, info.class_names, tuple(data_cfg.attrs), info.splits,
+                        info.counts, info.tags)
     return info
 
 
@@ -82,11 +91,11 @@ def split_urls(info: DataInfo, split: str, key: str) -> list[str]:
 class _Decode:
     """Decoded WebDataset sample -> tensors on the [-1, 1] scale at the requested size."""
 
-    def __init__(self, channels: int, size: int):
+    def __init__(self, channels: int, size: int, attrs: tuple[str, ...] = ()):
         self.spec = {1: "torchl", 3: "torchrgb"}.get(channels)
         if self.spec is None:
             raise DataError(f"index.json says channels={channels}; supported: 1 (grey) or 3 (RGB)")
-        self.size = size
+        self.size, self.attrs = size, attrs
 
     def __call__(self, sample: dict) -> dict:
         image = next(sample[k] for k in ("png", "jpg", "jpeg") if k in sample)
@@ -100,7 +109,8 @@ class _Decode:
             out["label"] = torch.tensor(int(sample["cls"]), dtype=torch.long)
         attrs = (sample.get("json") or {}).get("attrs")
         if attrs:
-            out["attrs"] = torch.tensor(list(attrs.values()), dtype=torch.float32)
+            values = [attrs[a] for a in self.attrs] if self.attrs else list(attrs.values())
+            out["attrs"] = torch.tensor(values, dtype=torch.float32)
         return out
 
 
@@ -112,11 +122,11 @@ class TrainStream(IterableDataset):
     """Infinite stream of full batches for one rank; each DataLoader worker is one consumer."""
 
     def __init__(self, urls, batch_size, channels, image_size, seed, rank=0, world_size=1,
-                 shuffle_buffer=512, start_batch=0):
+                 shuffle_buffer=512, start_batch=0, attrs=()):
         self.urls, self.batch_size, self.seed = list(urls), batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer, self.start_batch = shuffle_buffer, start_batch
-        self.decode = _Decode(channels, image_size)
+        self.decode = _Decode(channels, image_size, attrs)
 
     def _shards(self, consumer: int, n_consumers: int):
         """Epoch after epoch: one seeded shard order shared by all consumers, each taking its share."""
@@ -154,16 +164,16 @@ def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_s
                  pin_memory=False) -> DataLoader:
     size = data_cfg.image_size or info.image_size
     stream = TrainStream(urls, batch_size, info.channels, size, seed, rank, world_size,
-                         data_cfg.shuffle_buffer, start_batch)
+                         data_cfg.shuffle_buffer, start_batch, data_cfg.attrs)
     workers = data_cfg.num_workers
     # Own generator: creating the iterator must not draw from the global RNG that training uses.
     return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
-def eval_batches(urls, batch_size, info: DataInfo, image_size=0, rank=0, world_size=1):
+def eval_batches(urls, batch_size, info: DataInfo, image_size=0, rank=0, world_size=1, attrs=()):
     """Each sample of the split exactly once across ranks, in shard order; the last batch may be short."""
-    decode = _Decode(info.channels, image_size or info.image_size)
+    decode = _Decode(info.channels, image_size or info.image_size, attrs)
     samples = wds.tarfile_to_samples()({"url": u} for u in urls)
     samples = (s for j, s in enumerate(samples) if j % world_size == rank)
     samples = wds.decode(wds.imagehandler(decode.spec))(samples)

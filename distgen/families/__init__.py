@@ -1,13 +1,18 @@
 """The family registry: short name -> family class (one file each)."""
 from distgen.families.acgan import ACGAN
+from distgen.families.cgan import CGAN
 from distgen.families.classifier import Classifier
 from distgen.families.dcgan import DCGAN
+from distgen.families.lsgan import LSGAN
+from distgen.families.sagan import SAGAN
 from distgen.families.wgan_gp import WGANGP
 
 FAMILIES = {
     "acgan": ACGAN,
+    "cgan": CGAN,
     "classifier": Classifier,
     "dcgan": DCGAN,
+    "lsgan": LSGAN,
+    "sagan": SAGAN,
     "wgan_gp": WGANGP,
 }
-

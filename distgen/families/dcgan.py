@@ -1,6 +1,9 @@
 """`dcgan`: the reports' DCGAN (BatchNorm conv nets, binary cross-entropy objective).
 
-    accelerate launch launch/train.py recipes/dcgan_digits_smoke.yaml
+    accelerate launch launch/train.py recipes/dcgan_celeba.yaml
+    accelerate launch launch/train.py recipes/dcgan_digits_smoke.yaml     # CPU smoke
+
+`lsgan` reuses these nets with the least-squares objective (families/lsgan.py).
 """
 from __future__ import annotations
 
@@ -10,13 +13,12 @@ import torch
 
 from distgen import stats
 from distgen.families import nets
-from distgen.families.base import GANFamily, bce
+from distgen.families.base import GANFamily, GANModelConfig, bce
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    z_dim: int = 100
-    width: int = 64  # channels of D's first layer and G's last hidden layer
+class ModelConfig(GANModelConfig):
+    pass
 
 
 class DCGAN(GANFamily):
@@ -25,24 +27,25 @@ class DCGAN(GANFamily):
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
         m = self.model_cfg
-        self.nets = {"G": nets.generator(m.z_dim, info.channels, self.image_size, m.width),
+        self.nets = {"G": nets.generator(m.z_dim, info.channels, self.image_size, m.width, m.g_dropout),
                      "D": nets.Discriminator(info.channels, self.image_size, m.width, {"adv": 1})}
+
+    def d_terms(self, real_logit, fake_logit) -> dict[str, torch.Tensor]:
+        return {"D/real": bce(real_logit, self.targets(real_logit, True)),
+                "D/fake": bce(fake_logit, self.targets(fake_logit, False))}
+
+    def g_terms(self, fake_logit) -> dict[str, torch.Tensor]:
+        return {"G/adv": bce(fake_logit, self.model_cfg.real_label)}
 
     def loss(self, phase: str, nets_: dict, batch: dict | None) -> dict[str, torch.Tensor]:
         G, D = nets_["G"], nets_["D"]
-        n = self.cfg.train.batch_size
         if phase == "D":  # D: push reals up, fakes down
+            real = batch["image"]
             with torch.no_grad():
-                fake = G(self.noise(n))
-            real_logit, fake_logit = D(batch["image"])["adv"], D(fake)["adv"]
-            stats.report("D(x)", real_logit.sigmoid())
-            stats.report("D(G(z))", fake_logit.sigmoid())
-            return {"D/real": bce(real_logit, 1.0), "D/fake": bce(fake_logit, 0.0)}
+                fake = G(self.noise(len(real)))
+            real_logit, fake_logit = D(self.augment(real))["adv"], D(self.augment(fake))["adv"]
+            stats.report("D(x)", real_logit.float().sigmoid())
+            stats.report("D(G(z))", fake_logit.float().sigmoid())
+            return self.d_terms(real_logit, fake_logit)
         # G: make D call fakes real
-        return {"G/adv": bce(D(G(self.noise(n)))["adv"], 1.0)}
-
-    def grid_inputs(self, seed: int) -> tuple[dict, int]:
-        return {"z": self.noise(64, torch.Generator().manual_seed(seed))}, 8
-
-    def generate(self, G, inputs: dict) -> torch.Tensor:
-        return G(inputs["z"])
+        return self.g_terms(D(self.augment(G(self.noise(self.cfg.train.batch_size))))["adv"])

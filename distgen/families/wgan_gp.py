@@ -1,6 +1,7 @@
 """`wgan_gp`: Wasserstein GAN with gradient penalty (Gulrajani et al. 2017) on the DCGAN nets.
 
     accelerate launch launch/train.py recipes/wgan_gp.yaml          # CelebA 64x64, the headline recipe
+    accelerate launch launch/train.py recipes/wgan_gp_digits_smoke.yaml     # CPU smoke
 
 The critic has no sigmoid and no BatchNorm (the penalty is per sample; `model.critic_norm`
 chooses layer norm or none); n_critic is data: `train.phases: [{name: D, repeat: 5}, {name: G}]`.
@@ -14,13 +15,11 @@ import torch
 
 from distgen import stats
 from distgen.families import nets
-from distgen.families.base import GANFamily
+from distgen.families.base import GANFamily, GANModelConfig
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    z_dim: int = 100
-    width: int = 64
+class ModelConfig(GANModelConfig):
     gp_weight: float = 10.0  # lambda of the gradient penalty
     critic_norm: Literal["layer", "none"] = "layer"
 
@@ -32,33 +31,30 @@ class WGANGP(GANFamily):
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
         m = self.model_cfg
-        self.nets = {"G": nets.generator(m.z_dim, info.channels, self.image_size, m.width),
+        self.nets = {"G": nets.generator(m.z_dim, info.channels, self.image_size, m.width, m.g_dropout),
                      "D": nets.Discriminator(info.channels, self.image_size, m.width, {"adv": 1}, m.critic_norm)}
 
     def gradient_penalty(self, D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """(||grad_x D(x_hat)|| - 1)^2 on random interpolates x_hat of reals and fakes."""
+        """(||grad_x D(x_hat)|| - 1)^2 on random interpolates x_hat of reals and fakes.
+
+        Under fp16 loss scaling the score is scaled before autograd.grad and the gradient unscaled
+        after (PyTorch AMP's recipe for gradient penalties), so small gradients do not underflow."""
         eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        score = D(x_hat)["adv"]
-        (grad,) = torch.autograd.grad(score.float().sum(), x_hat, create_graph=True)
-        return (grad.float().flatten(1).norm(dim=1) - 1).square().mean()
+        score = D(x_hat)["adv"].float().sum()
+        scale = self.grad_scale() if self.grad_scale is not None else 1.0
+        (grad,) = torch.autograd.grad(score * scale, x_hat, create_graph=True)
+        return (grad.float().flatten(1).div(scale).norm(dim=1) - 1).square().mean()
 
     def loss(self, phase: str, nets_: dict, batch: dict | None) -> dict[str, torch.Tensor]:
         G, D = nets_["G"], nets_["D"]
-        n = self.cfg.train.batch_size
         if phase == "D":  # critic: score reals above fakes, with 1-Lipschitz gradients in between
-            real = batch["image"]
             with torch.no_grad():
-                fake = G(self.noise(len(real)))
-            real_score, fake_score = D(real)["adv"].mean(), D(fake)["adv"].mean()
+                fake = self.augment(G(self.noise(len(batch["image"]))))
+            real = self.augment(batch["image"])
+            real_score, fake_score = D(real)["adv"].float().mean(), D(fake)["adv"].float().mean()
             stats.report("W", real_score - fake_score)
             return {"D/real": -real_score, "D/fake": fake_score,
                     "D/gp": self.model_cfg.gp_weight * self.gradient_penalty(D, real, fake)}
         # G: raise the critic's score of fakes
-        return {"G/adv": -D(G(self.noise(n)))["adv"].mean()}
-
-    def grid_inputs(self, seed: int) -> tuple[dict, int]:
-        return {"z": self.noise(64, torch.Generator().manual_seed(seed))}, 8
-
-    def generate(self, G, inputs: dict) -> torch.Tensor:
-        return G(inputs["z"])
+        return {"G/adv": -D(self.augment(G(self.noise(self.cfg.train.batch_size))))["adv"].float().mean()}

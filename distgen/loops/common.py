@@ -41,7 +41,8 @@ def make_accelerator(cfg) -> Accelerator:
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
     # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    return Accelerator(kwargs_handlers=[ddp], log_with="wandb" if cfg.log.wandb else None)
+    return Accelerator(kwargs_handlers=[ddp], log_with="wandb" if cfg.log.wandb else None,
+                       gradient_accumulation_steps=cfg.train.grad_accum)
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
