@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_GAN, metrics, train
+from safetensors.torch import load_file
+
+from conftest import ROOT, TINY_GAN, metrics, train
 from distgen import config
-from distgen.data import DataInfo
+from distgen.data import DataInfo, load_info
 from distgen.families import FAMILIES
 
 DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
@@ -27,7 +29,18 @@ def test_dcgan_nets_are_the_reports_at_64px():
     assert fam.nets["D"](fam.nets["G"](z))["adv"].shape == (2, 1)
 
 
-@pytest.mark.parametrize("family", ["dcgan", "acgan", "wgan_gp"])
+GAN_FAMILIES = ["dcgan", "lsgan", "wgan_gp", "sagan", "acgan", "cgan"]
+EXPECTED_TERMS = {
+    "dcgan": {"D": {"D/real", "D/fake"}, "G": {"G/adv"}},
+    "lsgan": {"D": {"D/real", "D/fake"}, "G": {"G/adv"}},
+    "wgan_gp": {"D": {"D/real", "D/fake", "D/gp"}, "G": {"G/adv"}},
+    "sagan": {"D": {"D/real", "D/fake"}, "G": {"G/adv"}},
+    "acgan": {"D": {"D/real", "D/fake", "D/cls_real"}, "G": {"G/adv", "G/cls"}},
+    "cgan": {"D": {"D/real", "D/fake"}, "G": {"G/adv"}},
+}
+
+
+@pytest.mark.parametrize("family", GAN_FAMILIES)
 def test_losses_are_finite_named_terms(family):
     torch.manual_seed(0)
     cfg = config.from_dict({"family": family, "model": {"z_dim": 8, "width": 8}, "train": {"batch_size": 4}})
@@ -35,9 +48,81 @@ def test_losses_are_finite_named_terms(family):
     batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1, "label": torch.tensor([0, 1, 2, 3])}
     for phase in fam.PHASES:
         terms = fam.loss(phase, fam.nets, batch if fam.PHASES[phase].uses_data else None)
-        assert terms and all(name.startswith(f"{phase}/") for name in terms)
+        assert set(terms) == EXPECTED_TERMS[family][phase]
         assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
         assert all(t.requires_grad for t in terms.values())
+    inputs, cols = fam.grid_inputs(0)
+    images = fam.generate(fam.nets["G"], inputs)
+    assert images.shape[1:] == (1, 32, 32) and len(images) % cols == 0
+
+
+def test_lsgan_is_least_squares_and_dcgan_is_cross_entropy():
+    cfg = lambda f: config.from_dict({"family": f, "model": {"z_dim": 8, "width": 8}})  # noqa: E731
+    logit = torch.tensor([[0.0], [2.0]])
+    ls = FAMILIES["lsgan"](cfg("lsgan"), DIGITS).d_terms(logit, logit)
+    assert ls["D/real"].item() == pytest.approx(0.5 * ((0 - 1) ** 2 + (2 - 1) ** 2) / 2)
+    assert ls["D/fake"].item() == pytest.approx(0.5 * (0 + 4) / 2)
+    dc = FAMILIES["dcgan"](cfg("dcgan"), DIGITS).d_terms(logit, logit)
+    assert dc["D/real"].item() == pytest.approx(torch.nn.functional.softplus(-logit).mean().item())
+
+
+def test_sagan_has_spectral_norm_and_attention_in_both_nets():
+    cfg = config.from_dict({"family": "sagan", "model": {"z_dim": 8, "width": 8}})
+    fam = FAMILIES["sagan"](cfg, FACES)
+    for net in fam.nets.values():
+        assert any(torch.nn.utils.parametrize.is_parametrized(m) for m in net.modules())
+        assert any(type(m).__name__ == "SelfAttention" for m in net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fam.nets["D"].modules())
+
+
+def test_acgan_conditions_on_binary_attributes():
+    faces = DataInfo(32, 3, (), ("Smiling", "Male"), {}, {})
+    cfg = config.from_dict({"family": "acgan", "model": {"z_dim": 8, "width": 8, "condition": "attrs"},
+                            "train": {"batch_size": 4}})
+    fam = FAMILIES["acgan"](cfg, faces)
+    batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1, "attrs": torch.tensor([[1., 0.], [0., 1.], [1., 1.], [0., 0.]])}
+    assert set(fam.loss("D", fam.nets, batch)) == {"D/real", "D/fake", "D/cls_real"}
+    inputs, cols = fam.grid_inputs(0)
+    assert cols == 4 and inputs["c"][:4].tolist() == [[0, 0], [1, 0], [0, 0], [0, 1]]  # (off, on) per attribute
+    assert torch.equal(inputs["z"][0], inputs["z"][1])  # the pair shares its noise
+
+
+def test_cgan_conditions_on_the_hair_eye_pair():
+    anime = DataInfo(32, 3, tuple(f"{h} hair {e} eyes" for h in "ab" for e in "xyz"), (), {}, {},
+                     {"hair": ["a", "b"], "eye": ["x", "y", "z"]})
+    for mode in ("projection", "concat"):
+        cfg = config.from_dict({"family": "cgan", "model": {"z_dim": 8, "width": 8, "cond": mode},
+                                "train": {"batch_size": 4}})
+        fam = FAMILIES["cgan"](cfg, anime)
+        assert fam.factors == [2, 3]
+        cond = fam.condition(torch.tensor([0, 5, 4]))  # (a,x), (b,z), (b,y)
+        assert cond.tolist() == [[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 1, 0, 1, 0]]
+        batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1, "label": torch.tensor([0, 1, 2, 5])}
+        assert all(torch.isfinite(t) for t in fam.loss("D", fam.nets, batch).values())
+
+
+def test_soft_labels_and_flips_shape_d_targets():
+    cfg = config.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8, "real_label": 0.9,
+                                                         "flip_prob": 0.25}})
+    fam = FAMILIES["dcgan"](cfg, DIGITS)
+    torch.manual_seed(0)
+    t = fam.targets(torch.zeros(20000, 1), real=True)
+    assert sorted(t.unique().tolist()) == [0.0, pytest.approx(0.9)]
+    assert (t == 0).float().mean().item() == pytest.approx(0.25, abs=0.02)
+
+
+def test_diffaugment_keeps_shape_and_gradient():
+    from distgen.families import diffaug
+
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    out = x
+    for fn in diffaug.parse("translation,color,cutout"):
+        out = fn(out)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(config.ConfigError, match="translation"):
+        diffaug.parse("rotate")
 
 
 def test_wgan_gp_penalty_is_zero_for_a_unit_gradient_critic():
@@ -56,21 +141,38 @@ def test_wgan_gp_default_phases_repeat_the_critic():
     assert dict(FAMILIES["wgan_gp"].DEFAULT_PHASES) == {"D": 5, "G": 1}
 
 
-@pytest.mark.parametrize("recipe", ["dcgan_digits_smoke", "wgan_gp_digits_smoke"])
-def test_smoke_recipes_train_with_finite_losses(digits, tmp_path, recipe):
-    run_dir = tmp_path / recipe
-    train(recipe, *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10")
+SMOKE = {"dcgan": "dcgan_digits_smoke", "lsgan": "lsgan_digits_smoke", "wgan_gp": "wgan_gp_digits_smoke",
+         "sagan": "sagan_digits_smoke", "acgan": "quickstart", "cgan": "cgan_digits_smoke"}
+
+
+@pytest.mark.parametrize("family", GAN_FAMILIES)
+def test_smoke_recipes_train_20_steps_with_finite_named_losses(digits, tmp_path, family):
+    run_dir = tmp_path / family
+    train(SMOKE[family], *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=20",
+          "run.checkpoint_every=20", "model.diffaugment=translation")
     rows = metrics(run_dir)
-    assert rows[-1]["step"] == 10
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
     for row in rows:
-        assert all(math.isfinite(v) for k, v in row.items())
-    assert (run_dir / "samples" / "step_10.png").is_file()
+        assert set().union(*EXPECTED_TERMS[family].values()) <= set(row)
+        assert all(math.isfinite(v) for v in row.values())
+    assert (run_dir / "samples" / "step_20.png").is_file()
+    cfg = config.load(ROOT / "recipes" / f"{SMOKE[family]}.yaml", [*TINY_GAN, f"data.root={digits}"])
+    initial = FAMILIES[family](cfg, load_info(cfg.data))  # same seed: the weights the run started from
+    ckpt = run_dir / "checkpoints" / "step_20"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    for net, file in meta["family_nets"].items():
+        trained = load_file(str(ckpt / file))
+        before = initial.nets[net].state_dict()
+        assert any(not torch.equal(before[k], trained[k]) for k in trained if k in before), net
 
 
-def test_wgan_gp_two_processes_stay_in_sync(digits, tmp_path):
-    """Gradient penalty (double backward) through DDP, with n_critic = 5, on two real processes."""
-    run_dir = tmp_path / "wgan2"
-    train("wgan_gp_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4",
+@pytest.mark.parametrize("family", GAN_FAMILIES)
+def test_two_processes_end_with_identical_parameters(digits, tmp_path, family):
+    """Every family on two real processes (DDP over gloo): GP double backward, spectral norm,
+    attention, projection, with DiffAugment and two D steps per G step."""
+    run_dir = tmp_path / f"{family}2"
+    train(SMOKE[family], *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4",
+          "model.diffaugment=translation,cutout", "train.phases=[{name: D, repeat: 2}, {name: G}]",
           launcher="accelerate2")
     ranks = json.loads((run_dir / "ranks.json").read_text())
-    assert ranks["world_size"] == 2 and ranks["in_sync"]
+    assert ranks["world_size"] == 2 and ranks["in_sync"], ranks["relative_drift"]

@@ -103,6 +103,8 @@ def train(cfg, resume: str | None = None) -> str:
                     for n in phase.spec.nets:  # no-ops until the last micro-batch (accumulate)
                         opts[n].step()
                         opts[n].zero_grad(set_to_none=True)
+                        if acc.scaler is not None and acc.sync_gradients:  # fp16: inf/NaN grads skip a step
+                            stats.report(f"{n}/skipped", float(opts[n].step_was_skipped))
                 for name, value in terms.items():
                     stats.report(name, value)
         if ema is not None:
