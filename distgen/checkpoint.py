@@ -25,6 +25,14 @@ def info_to_meta(info: DataInfo) -> dict:
             "class_names": list(info.class_names), "attr_names": list(info.attr_names), "tags": info.tags}
 
 
+def _info(d: dict):
+    """DataInfo (or a dict of them, for families with several streams) from meta.json."""
+    if "image_size" not in d:
+        return {key: _info(v) for key, v in d.items()}
+    return DataInfo(d["image_size"], d["channels"], tuple(d["class_names"]), tuple(d["attr_names"]), {}, {},
+                    d.get("tags", {}))
+
+
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "latest") -> Path:
     run_dir = Path(run_dir)
     named = checkpoint == "latest" or checkpoint.startswith("step_")
@@ -45,9 +53,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     cfg = config.from_dict(yaml.safe_load(cfg_path.read_text()))
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     meta = json.loads((ckpt / "meta.json").read_text())
-    d = meta["data_info"]
-    info = DataInfo(d["image_size"], d["channels"], tuple(d["class_names"]), tuple(d["attr_names"]), {}, {},
-                    d.get("tags", {}))
+    info = _info(meta["data_info"])
     family = FAMILIES[cfg.family](cfg, info, device)
     for name, file in meta["family_nets"].items():
         family.nets[name].load_state_dict(load_file(str(ckpt / file), device=str(device)))

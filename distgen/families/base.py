@@ -39,6 +39,7 @@ class Family:
     ModelConfig: type
     PHASES: dict[str, PhaseSpec] = {}
     DEFAULT_PHASES: tuple[tuple[str, int], ...] = ()  # (phase, repeat) in order
+    STREAMS: dict[str, str] = {}  # batch key -> DataConfig field of a shard folder; {} = data.root only
 
     def __init__(self, cfg, info, device: torch.device | str = "cpu"):
         self.cfg, self.model_cfg, self.info = cfg, cfg.model, info

@@ -12,7 +12,7 @@ comes from `accelerate launch --mixed_precision`. The family never sees Accelera
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from accelerate.utils import set_seed
@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from distgen import stats
 from distgen.config import PhaseConfig
 from distgen.data import load_info, split_urls, train_loader
+from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
@@ -51,17 +52,57 @@ def convert_sync_bn(nets: dict, cfg, acc) -> dict:
     return nets
 
 
+class Streams:
+    """The family's training data: one stream from data.root, or the named streams the family
+    declares in STREAMS (e.g. CycleGAN's {"A": "domain_a", "B": "domain_b"}), read in lockstep."""
+
+    def __init__(self, cfg, family_cls):
+        self.cfg, self.fields = cfg, dict(family_cls.STREAMS) or {"": "root"}
+        self.infos = {}
+        for key, field in self.fields.items():
+            root = getattr(cfg.data, field)
+            if not root:
+                raise ConfigError(f"family '{cfg.family}' reads data.{field}, which is empty; set "
+                                  f"{' and '.join('data.' + f for f in self.fields.values())}")
+            self.infos[key] = load_info(replace(cfg.data, root=root))
+
+    @property
+    def family_info(self):
+        return self.infos[""] if "" in self.infos else self.infos
+
+    def open(self, acc, start_batch: int) -> None:
+        cfg = self.cfg
+        self.iters = {key: iter(train_loader(
+            split_urls(info, cfg.data.train_split, "data.train_split"), cfg.train.batch_size, info, cfg.data,
+            cfg.run.seed + i, acc.process_index, acc.num_processes, start_batch=start_batch,
+            pin_memory=acc.device.type == "cuda")) for i, (key, info) in enumerate(self.infos.items())}
+
+    def next(self, device) -> tuple[dict, int]:
+        """The next batch (a dict, or a dict of named batches) and how many images it holds."""
+        batches = {key: to_device(next(it), device) for key, it in self.iters.items()}
+        images = sum(len(b["image"]) for b in batches.values())
+        return (batches[""] if "" in batches else batches), images
+
+
+def linear_decay(cfg):
+    """lr factor: 1 until optim.decay_start of the run, then linearly down to 0 at the last step."""
+    start = cfg.optim.decay_start * cfg.train.steps
+    return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(cfg.train.steps - start, 1))
+
+
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg)
     run = Run(cfg, acc, resume)
-    info = load_info(cfg.data)
+    streams = Streams(cfg, FAMILIES[cfg.family])
     set_seed(cfg.run.seed)  # identical initial weights on every rank
-    family = FAMILIES[cfg.family](cfg, info, acc.device)
+    family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
     family.nets = convert_sync_bn(family.nets, cfg, acc)
     names = list(family.nets)
     optims = [family.optimizer(n, family.nets[n].parameters()) for n in names]
-    prepared = acc.prepare(*family.nets.values(), *optims)
-    nets, opts = dict(zip(names, prepared[:len(names)])), dict(zip(names, prepared[len(names):]))
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for o in optims]
+    prepared = acc.prepare(*family.nets.values(), *optims, *scheds)
+    k = len(names)
+    nets, opts, scheds = dict(zip(names, prepared[:k])), dict(zip(names, prepared[k:2 * k])), prepared[2 * k:]
     params = {n: [p for p in net.parameters() if p.requires_grad] for n, net in nets.items()}
     if acc.scaler is not None:  # fp16: families that differentiate D (gradient penalty) need the scale
         family.grad_scale = acc.scaler.get_scale
@@ -69,16 +110,15 @@ def train(cfg, resume: str | None = None) -> str:
     ema = (AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
            if cfg.train.ema > 0 else None)
     state = TrainState()
-    acc.register_for_checkpointing(state, *([ema] if ema else []))
-    meta = checkpoint_meta(acc, names, ["train_state"] + (["ema"] if ema else []), info)
+    extra = {"train_state": state, "ema": ema, "family": family if hasattr(family, "state_dict") else None}
+    extra = {name: obj for name, obj in extra.items() if obj is not None}  # e.g. CycleGAN's image pools
+    acc.register_for_checkpointing(*extra.values())
+    meta = checkpoint_meta(acc, names, list(extra), streams.family_info)
     if not run.resume():
         set_seed(cfg.run.seed + acc.process_index)  # each rank draws its own noise from here on
 
     phases = phases_of(cfg, family)
-    loader = train_loader(split_urls(info, cfg.data.train_split, "data.train_split"), cfg.train.batch_size,
-                          info, cfg.data, cfg.run.seed, acc.process_index, acc.num_processes,
-                          start_batch=state.batches, pin_memory=acc.device.type == "cuda")
-    batches = iter(loader)
+    streams.open(acc, state.batches)
     grid_inputs, grid_cols = family.grid_inputs(cfg.run.seed)
     last, images = cfg.train.steps, 0
     run.start(state.step)
@@ -94,9 +134,9 @@ def train(cfg, resume: str | None = None) -> str:
                             frozen.enter_context(acc.no_sync(nets[n]))
                     batch = None
                     if phase.spec.uses_data:
-                        batch = to_device(next(batches), acc.device)
+                        batch, n_images = streams.next(acc.device)
                         state.batches += 1
-                        images += len(batch["image"])
+                        images += n_images
                     terms = family.loss(phase.name, nets, batch)
                     acc.backward(torch.stack([t.float() for t in terms.values()]).sum(),
                                  inputs=[p for n in phase.spec.nets for p in params[n]])
@@ -107,6 +147,8 @@ def train(cfg, resume: str | None = None) -> str:
                             stats.report(f"{n}/skipped", float(opts[n].step_was_skipped))
                 for name, value in terms.items():
                     stats.report(name, value)
+        for sched in scheds:
+            sched.step()
         if ema is not None:
             ema.update_parameters(G)
         state.step = done = step + 1

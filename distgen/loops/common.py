@@ -41,8 +41,9 @@ def make_accelerator(cfg) -> Accelerator:
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
     # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    # step_scheduler_with_optimizer=False: a scheduler.step() is one step, whatever the process count.
     return Accelerator(kwargs_handlers=[ddp], log_with="wandb" if cfg.log.wandb else None,
-                       gradient_accumulation_steps=cfg.train.grad_accum)
+                       gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -214,7 +215,8 @@ def checkpoint_meta(accelerator: Accelerator, net_names: list[str], custom: list
     can load by name, and what the nets were built for."""
     models = {n: ("model.safetensors" if i == 0 else f"model_{i}.safetensors") for i, n in enumerate(net_names)}
     return {"family_nets": models, "custom": {n: f"custom_checkpoint_{i}.pkl" for i, n in enumerate(custom)},
-            "world_size": accelerator.num_processes, "data_info": info_to_meta(info)}
+            "world_size": accelerator.num_processes,
+            "data_info": info_to_meta(info) if not isinstance(info, dict) else {k: info_to_meta(v) for k, v in info.items()}}
 
 
 def to_device(batch: dict, device) -> dict:
