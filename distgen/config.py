@@ -30,6 +30,10 @@ class DataConfig:
     attrs: tuple[str, ...] = ()  # attributes (by name) to put in batch["attrs"]; () = all in the index
     shuffle_buffer: int = 512
     num_workers: int = 0
+    source: str = ""  # domain adaptation (dann): source shard folder ("" = data.root)
+    target: str = ""  # domain adaptation (dann): target shard folder (its labels are read only to measure)
+    domain_a: str = ""  # unpaired image-to-image (cyclegan): shard folder of domain A
+    domain_b: str = ""  # ... and of domain B (the maps converter writes OUT/A and OUT/B)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class OptimConfig:
     name_d: str = ""
     betas_g: tuple[float, ...] = ()  # per-network (beta1, beta2) (() = optim.beta1, optim.beta2)
     betas_d: tuple[float, ...] = ()
+    decay_start: float = 1.0  # fraction of train.steps after which every lr decays linearly to 0 (1 = never)
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,8 @@ def check(cfg: Config, family) -> None:
                        ("run.checkpoint_every", cfg.run.checkpoint_every)):
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if not 0.0 <= cfg.optim.decay_start <= 1.0:
+        raise ConfigError(f"'optim.decay_start' must be in [0, 1], got {cfg.optim.decay_start}")
     if cfg.train.grad_accum < 1:
         raise ConfigError(f"'train.grad_accum' must be >= 1, got {cfg.train.grad_accum}")
     for net in ("g", "d"):
