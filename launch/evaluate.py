@@ -1,12 +1,19 @@
 """Evaluate a run's checkpoint and write eval/step_<N>.json (flat keys), printing the same JSON.
 
-    python launch/evaluate.py RUN_DIR [--checkpoint latest|step_<N>|PATH] [--metrics acc] [--num-samples N]
+    python launch/evaluate.py RUN_DIR [--checkpoint latest|step_<N>|PATH] [--metrics fid,isc,kid,prc,acc]
+        [--num-samples N] [--inception-weights PATH] [--save-samples DIR] [--save-reference DIR]
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 launch/evaluate.py RUN_DIR --metrics fid ...
 
-Metrics available now:
+Metrics:
+  fid, isc, kid, prc  torch-fidelity's FID, Inception Score, KID and precision/recall of num-samples
+        generated images against the recipe's data.eval_split (keys fid, isc_mean, isc_std, kid_mean,
+        kid_std, precision, recall, f_score). Equal to torch_fidelity.calculate_metrics on the PNGs that
+        --save-samples / --save-reference write, on any number of processes (distgen/evaluation/).
+        Needs a local InceptionV3 weights file: --inception-weights PATH or $DISTGEN_INCEPTION_WEIGHTS.
   acc   accuracy of class-conditioned samples (num-samples split evenly over the classes) as judged
         by the `classifier` run named in the recipe's eval.classifier (or --classifier RUN_DIR);
         for a classifier run, its accuracy on the test split.
-Also writes eval/grid_step_<N>.png: rows = noise vectors, columns = the classes in order.
+Also writes eval/grid_step_<N>.png: the family's sample grid (ACGAN: rows = noise, columns = classes).
 """
 from __future__ import annotations
 
@@ -16,10 +23,14 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
 from distgen.checkpoint import load_run
 from distgen.data import eval_batches, load_info, split_urls
 from distgen.errors import ConfigError, DataError
+from distgen.evaluation.fidelity import FIDELITY_METRICS, evaluate_generator
+from distgen.evaluation.inception import resolve_weights
+from distgen.evaluation.reference import default_cache_dir
 from distgen.samples import generate, save_grid
 
 
@@ -29,12 +40,15 @@ def classify(judge, images: torch.Tensor, chunk: int = 500) -> torch.Tensor:
     return torch.cat([net(images[i:i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
 
 
-def metric_acc(cfg, family, args, out: dict) -> dict:
+def metric_acc(names, cfg, family, args, accel) -> dict:
+    if not accel.is_main_process:  # a small job: the main process does it alone
+        return {}
     if cfg.family == "classifier":  # the judge itself: accuracy on the real test split
         info = load_info(cfg.data)
         correct = total = 0
         for batch in eval_batches(split_urls(info, cfg.data.eval_split, "data.eval_split"), 256, info,
                                   cfg.data.image_size):
+            batch = {k: v.to(family.device) for k, v in batch.items()}
             correct += int((classify(family, batch["image"]) == batch["label"]).sum())
             total += len(batch["label"])
         return {"acc": correct / max(total, 1)}
@@ -44,7 +58,7 @@ def metric_acc(cfg, family, args, out: dict) -> dict:
     if not judge_dir:
         raise ConfigError("metric 'acc' needs a judge: set eval.classifier=RUN_DIR in the recipe or pass "
                           "--classifier RUN_DIR (a run of recipes/classifier_digits.yaml)")
-    judge_cfg, judge, _ = load_run(judge_dir, "latest")
+    judge_cfg, judge, _ = load_run(judge_dir, "latest", device=family.device)
     if judge_cfg.family != "classifier":
         raise ConfigError(f"eval.classifier '{judge_dir}' is a '{judge_cfg.family}' run, not a classifier run")
     if judge.info.class_names != family.info.class_names:
@@ -59,7 +73,26 @@ def metric_acc(cfg, family, args, out: dict) -> dict:
             **{f"acc_class_{name}": round(a, 4) for name, a in zip(family.info.class_names, per)}}
 
 
-METRICS = {"acc": metric_acc}
+def metric_images(names, cfg, family, args, accel) -> dict:
+    """fid/isc/kid/prc together: one pass of generation and feature extraction for all of them."""
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    return evaluate_generator(
+        family, cfg, names, args.num_samples, args.inception_weights, rank=accel.process_index,
+        world_size=accel.num_processes, gather=lambda t: accel.gather(t.to(accel.device)).cpu(),
+        device=family.device, seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        save_samples=args.save_samples, save_reference=args.save_reference, log=log)
+
+
+METRICS = {"acc": metric_acc, **{name: metric_images for name in FIDELITY_METRICS}}
+
+
+def check_empty(folder: str | None, flag: str) -> None:
+    """torch-fidelity scores every image in a folder: a folder with other files would not re-check."""
+    if folder and Path(folder).exists() and any(Path(folder).iterdir()):
+        raise ConfigError(f"{flag} '{folder}' is not empty; give a new or empty folder")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,25 +103,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=None, help="default: the recipe's eval.num_samples")
     parser.add_argument("--classifier", default="", help="judge run dir for 'acc' (default: eval.classifier)")
     parser.add_argument("--seed", type=int, default=1234, help="noise seed of the generated samples")
+    parser.add_argument("--inception-weights", default=None,
+                        help="local InceptionV3 weights for fid/isc/kid/prc (default: $DISTGEN_INCEPTION_WEIGHTS)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="reference-feature cache (default: $DISTGEN_CACHE_DIR or ~/.cache/distgen)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write reference features")
+    parser.add_argument("--save-samples", default=None, help="write the scored generated images here as PNGs")
+    parser.add_argument("--save-reference", default=None, help="write the scored real images here as PNGs")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per InceptionV3 batch")
+    parser.add_argument("--kid-subset-size", type=int, default=1000, help="lowered to the image count if larger")
     args = parser.parse_args(argv)
+    accel = Accelerator()
+    main_process = accel.is_main_process
     try:
         names = [m.strip() for m in args.metrics.split(",") if m.strip()]
         unknown = [m for m in names if m not in METRICS]
         if unknown:
             raise ConfigError(f"--metrics: unknown metric '{unknown[0]}'; valid: {', '.join(METRICS)}")
-        cfg, family, step = load_run(args.run_dir, args.checkpoint)
+        if any(m in FIDELITY_METRICS for m in names):
+            resolve_weights(args.inception_weights)  # no weights: stop now, before any work
+        check_empty(args.save_samples, "--save-samples")
+        check_empty(args.save_reference, "--save-reference")
+        accel.wait_for_everyone()  # every rank has checked the folders before any rank writes
+        # Accelerate names the CPU of a process "cpu:<rank>", which safetensors' loader refuses.
+        device = torch.device("cpu") if accel.device.type == "cpu" else accel.device
+        cfg, family, step = load_run(args.run_dir, args.checkpoint, device=device)
         args.num_samples = args.num_samples or cfg.eval.num_samples
         out: dict = {"step": step}
-        for name in names:
-            out.update(METRICS[name](cfg, family, args, out))
-        if hasattr(family, "grid_inputs"):
+        for fn in dict.fromkeys(METRICS[name] for name in names):  # each function once, in order
+            out.update(fn([n for n in names if METRICS[n] is fn], cfg, family, args, accel))
+        if main_process and hasattr(family, "grid_inputs"):
             inputs, cols = family.grid_inputs(cfg.run.seed)
             grid = save_grid(generate(family, family.nets[family.GENERATOR], inputs),
                              Path(args.run_dir) / "eval" / f"grid_step_{step}.png", cols)
             out["grid"] = str(grid)
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if main_process:
+            print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not main_process:
+        return 0
     path = Path(args.run_dir) / "eval" / f"step_{step}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.is_file() else {}

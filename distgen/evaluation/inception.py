@@ -17,9 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.utils import create_feature_extractor
-from torchvision.io import write_png
 
 from distgen.errors import ConfigError
 
@@ -95,8 +95,9 @@ def as_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def save_pngs(images: torch.Tensor, indices, out_dir: Path) -> None:
     """uint8 images as lossless PNGs named by their global index, so a sorted listing is their order."""
-    for image, i in zip(images, indices):
-        write_png(image, str(out_dir / f"{i:08d}.png"))  # grey stays grey: torch-fidelity reads it as RGB
+    for image, i in zip(images, indices):  # grey stays grey ("L"): torch-fidelity reads files as RGB
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        Image.fromarray(array, "L" if image.shape[0] == 1 else "RGB").save(out_dir / f"{i:08d}.png")
 
 
 @torch.no_grad()

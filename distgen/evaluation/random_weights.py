@@ -4,8 +4,9 @@
 
 Never use it for numbers you report: it only lets the FID/IS/KID/PRC pipeline run offline. An
 uncalibrated random net maps every image to nearly the same features (its BatchNorm running
-statistics are the defaults 0 and 1), so the BatchNorm statistics are first measured on random
-images; then different images give clearly different features and FID is far from zero.
+statistics are the defaults 0 and 1), so the BatchNorm statistics are first measured on some
+images (uniform noise by default; pass images like the ones to be scored to keep features in a
+sane range); then different images give clearly different features and FID is far from zero.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from distgen.evaluation.inception import EXTRACTOR
+from distgen.evaluation.inception import EXTRACTOR, as_rgb
 
 
 class _RandomInit(FeatureExtractorInceptionV3):
@@ -28,10 +29,13 @@ class _RandomInit(FeatureExtractorInceptionV3):
         return None
 
 
-def make_random_weights(out: str | Path, seed: int = 0, batches: int = 2, batch_size: int = 8) -> Path:
+def make_random_weights(out: str | Path, seed: int = 0, images: torch.Tensor | None = None) -> Path:
+    """Write the weights file; `images`: uint8 NCHW (grey or RGB) to calibrate BatchNorm on."""
     out = Path(out)
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(seed)
+        if images is None:
+            images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
         empty = Path(tmp) / "empty.pth"
         torch.save({}, empty)  # a path, so torch-fidelity's constructor does not reach for the network
         net = _RandomInit(EXTRACTOR, ["2048"], feature_extractor_weights_path=str(empty))
@@ -40,9 +44,8 @@ def make_random_weights(out: str | Path, seed: int = 0, batches: int = 2, batch_
                 m.reset_running_stats()
                 m.momentum = None
                 m.train()
-        with torch.no_grad():  # ... on uniformly random RGB images
-            for _ in range(batches):
-                net(torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8))
+        with torch.no_grad():  # ... on the calibration images, in one batch
+            net(as_rgb(images))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out)
     return out
