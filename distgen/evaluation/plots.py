@@ -1,0 +1,60 @@
+"""Figures for reports and comparisons: matplotlib with the Agg backend (no display, no network)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # noqa: E402
+
+from distgen.evaluation.runs import is_number  # noqa: E402
+
+Series = dict[str, list[tuple[float, float]]]  # line label -> (step, value) points
+
+
+def series(history: list[dict], key: str) -> list[tuple[float, float]]:
+    return [(row["step"], row[key]) for row in history if is_number(row.get(key))]
+
+
+def plot_panels(panels: list[tuple[str, Series]], path: Path, cols: int = 3) -> Path:
+    """One axes per (title, lines) panel, in a grid; x = step. Returns path."""
+    cols = max(1, min(cols, len(panels)))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, points in lines.items():
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None, linewidth=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if any(lines.values()):
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def image_strip(images: list[tuple[str, Path]], path: Path, most: int = 6) -> Path:
+    """Up to `most` images side by side (evenly chosen, first and last included), captioned."""
+    if len(images) > most:
+        picks = sorted({round(i * (len(images) - 1) / (most - 1)) for i in range(most)})
+        images = [images[i] for i in picks]
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.4), squeeze=False)
+    for ax, (label, file) in zip(axes.flat, images):
+        ax.imshow(mpimg.imread(file), cmap="gray")
+        ax.set_title(label, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

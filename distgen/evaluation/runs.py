@@ -1,0 +1,122 @@
+"""Reading what a training run left in its run dir: flat config, learning-curve history, eval results.
+
+Used by launch/report.py and launch/compare.py; no torch import, so both start quickly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from distgen.errors import ConfigError, DataError
+
+
+@dataclass
+class RunData:
+    """One run, from a run dir or from W&B: flat config, history rows, final values."""
+    name: str
+    config: dict = field(default_factory=dict)  # dotted keys -> values
+    history: list[dict] = field(default_factory=list)  # rows with "step" and named values
+    final: dict = field(default_factory=dict)  # metric -> last value
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr_d": 1e-4}} -> {"optim.lr_d": 1e-4}; lists stay values."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def require_run_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"'{run_dir}' is not a run dir (no config.yaml); pass the folder train.py printed")
+    return run_dir
+
+
+def read_config(run_dir: Path) -> dict:
+    return flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """metrics.jsonl rows (one JSON object per log step, each with "step"); [] if there is none."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {n}: not JSON ({exc.msg})") from None
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def read_evals(run_dir: Path) -> dict[int, dict]:
+    """step -> the flat results of eval/step_<N>.json, in step order."""
+    found = {}
+    for path in (run_dir / "eval").glob("step_*.json"):
+        match = re.fullmatch(r"step_(\d+)\.json", path.name)
+        if match:
+            try:
+                found[int(match.group(1))] = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: not JSON ({exc.msg})") from None
+    return dict(sorted(found.items()))
+
+
+def sample_grids(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of samples/step_<N>.png, in step order."""
+    grids = []
+    for path in (run_dir / "samples").glob("step_*.png"):
+        match = re.fullmatch(r"step_(\d+)\.png", path.name)
+        if match:
+            grids.append((int(match.group(1)), path))
+    return sorted(grids)
+
+
+def last_values(history: list[dict]) -> dict:
+    """The last logged number of every key (rows may carry different keys, e.g. eval/ rows)."""
+    out = {}
+    for row in history:
+        out.update({k: v for k, v in row.items() if k != "step" and is_number(v)})
+    return out
+
+
+def load_run_dir(run_dir: str | Path, name: str = "") -> RunData:
+    """A local run: final = last logged values, overridden by the newest eval/step_<N>.json as eval/<key>."""
+    run_dir = require_run_dir(run_dir)
+    history = read_history(run_dir)
+    final = last_values(history)
+    evals = read_evals(run_dir)
+    if evals:
+        newest = evals[max(evals)]
+        final.update({f"eval/{k}": v for k, v in newest.items() if k != "step" and is_number(v)})
+    return RunData(name or str(run_dir), read_config(run_dir), history, final)
+
+
+def short_names(paths: list[str]) -> list[str]:
+    """The shortest distinct trailing path parts: runs/a/x, runs/b/x -> a/x, b/x."""
+    parts = [Path(p).resolve().parts for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]

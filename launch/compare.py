@@ -1,0 +1,126 @@
+"""Compare runs: a table of final metrics, the config keys that differ, overlaid learning curves.
+
+    python launch/compare.py RUN_DIR RUN_DIR ... [--csv FILE] [--plot FILE]
+    python launch/compare.py --wandb ENTITY/PROJECT [--filter '{"config.family": "dcgan"}'] [--csv FILE]
+
+Markdown goes to stdout. Final metrics are the last logged value of every metrics.jsonl key and
+the newest eval/step_<N>.json as eval/<key> (from W&B: the run summary, with the same names,
+since the loops log the same keys there). Only config keys whose values differ are listed;
+run.dir is left out (it differs for every run and names the columns). --plot (default
+compare_curves.png) gets one panel per logged key with one line per run; --csv FILE writes one row
+per run. The W&B path reads config, summary and history through wandb's public API (wandb.Api).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from distgen.errors import ConfigError, DataError
+from distgen.evaluation.plots import plot_panels, series
+from distgen.evaluation.runs import RunData, flatten, is_number, load_run_dir, short_names
+
+IGNORED_CONFIG = ("run.dir",)
+MISSING = "–"
+
+
+def differing_keys(runs: list[RunData]) -> list[str]:
+    """Config keys whose values are not all equal (a key missing in some run counts as differing)."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.config if k not in IGNORED_CONFIG))
+    return [k for k in keys if len({json.dumps(r.config.get(k, MISSING), sort_keys=True) for r in runs}) > 1]
+
+
+def load_wandb(path: str, filters: dict | None, api=None) -> list[RunData]:
+    """Runs of a W&B project through the public API: config, summary as final values, full history."""
+    import wandb
+
+    try:
+        api = api or wandb.Api()
+        runs = []
+        for run in api.runs(path, filters=filters):
+            config = flatten({k: v for k, v in dict(run.config).items() if not k.startswith("_")})
+            final = {k: v for k, v in dict(run.summary_metrics).items() if not k.startswith("_") and is_number(v)}
+            history = [{"step": row["_step"], **{k: v for k, v in row.items() if not k.startswith("_")}}
+                       for row in run.scan_history() if "_step" in row]
+            runs.append(RunData(run.name or run.id, config, history, final))
+    except (wandb.errors.Error, OSError, ValueError) as exc:
+        raise ConfigError(f"--wandb {path}: {exc} (log in with `wandb login` or set WANDB_API_KEY)") from None
+    if not runs:
+        raise ConfigError(f"--wandb {path}: no runs{' match --filter' if filters else ''}")
+    return runs
+
+
+def fmt(value) -> str:
+    if value is MISSING:
+        return MISSING
+    text = f"{value:.6g}" if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|")
+
+
+def markdown(runs: list[RunData], diff: list[str], plot: Path | None) -> str:
+    names = [r.name for r in runs]
+    header = lambda first: ["| " + " | ".join([first] + names) + " |", "|" + "---|" * (len(names) + 1)]  # noqa: E731
+    metrics = list(dict.fromkeys(k for r in runs for k in r.final))
+    lines = ["## Final metrics", ""]
+    lines += header("metric") + [f"| {k} | " + " | ".join(fmt(r.final.get(k, MISSING)) for r in runs) + " |"
+                                 for k in metrics] if metrics else ["No metrics logged."]
+    lines += ["", "## Config keys that differ", ""]
+    lines += header("key") + [f"| {k} | " + " | ".join(fmt(r.config.get(k, MISSING)) for r in runs) + " |"
+                              for k in diff] if diff else ["None: the configs are identical."]
+    if plot:
+        lines += ["", "## Learning curves", "", f"![learning curves]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(runs: list[RunData], diff: list[str], path: Path) -> None:
+    metrics = list(dict.fromkeys(k for r in runs for k in r.final))
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["run"] + [f"config.{k}" for k in diff] + metrics)
+        for r in runs:
+            out.writerow([r.name] + [fmt(r.config.get(k, MISSING)) for k in diff]
+                         + [r.final.get(k, "") for k in metrics])
+
+
+def plot_curves(runs: list[RunData], path: Path) -> Path | None:
+    keys = list(dict.fromkeys(k for r in runs for row in r.history for k, v in row.items()
+                              if k != "step" and is_number(v)))
+    if not keys:
+        return None
+    return plot_panels([(k, {r.name: series(r.history, k) for r in runs}) for k in keys], path, cols=4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="*", help="run dirs to compare (or use --wandb)")
+    parser.add_argument("--wandb", default="", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
+    parser.add_argument("--filter", default="", help="W&B run filter as JSON (MongoDB style, as wandb.Api().runs)")
+    parser.add_argument("--csv", default="", help="also write one row per run to this CSV file")
+    parser.add_argument("--plot", default="compare_curves.png", help="overlaid learning curves (PNG)")
+    args = parser.parse_args(argv)
+    try:
+        if bool(args.wandb) == bool(args.run_dirs):
+            raise ConfigError("give run dirs or --wandb ENTITY/PROJECT (one of the two)")
+        if args.wandb:
+            try:
+                filters = json.loads(args.filter) if args.filter else None
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--filter is not JSON ({exc.msg}), e.g. '{{\"config.family\": \"dcgan\"}}'")
+            runs = load_wandb(args.wandb, filters)
+        else:
+            runs = [load_run_dir(d, name) for d, name in zip(args.run_dirs, short_names(args.run_dirs))]
+        diff = differing_keys(runs)
+        plot = plot_curves(runs, Path(args.plot))
+        if args.csv:
+            write_csv(runs, diff, Path(args.csv))
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(runs, diff, plot), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
