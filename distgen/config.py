@@ -68,6 +68,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of the generator EMA used for samples and evaluation; 0 = off
     grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
     sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
+    max_nonfinite: int = 10  # skip steps with non-finite gradients; stop after this many in a row (0 = no check)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RunConfig:
     seed: int = 0
     checkpoint_every: int = 500
     keep_last: int = 3  # step checkpoints kept on disk (0 = keep all)
+    collective_timeout: int = 600  # seconds a rank waits in a collective before the run fails (a dead peer)
 
 
 @dataclass(frozen=True)

@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """A dataset or shard folder is missing or malformed; the message names the file and the fix."""
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on (non-finite losses, a checkpoint that cannot be written); the message says
+    why and which checkpoint is the last good one."""

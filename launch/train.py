@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from distgen import config
-from distgen.errors import ConfigError, DataError
+from distgen.errors import ConfigError, DataError, TrainingError
 from distgen.families import FAMILIES
 
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

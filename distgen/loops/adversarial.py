@@ -25,6 +25,7 @@ from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
+from distgen.loops.guard import Guard
 from distgen.samples import generate, save_grid
 
 
@@ -91,7 +92,7 @@ def linear_decay(cfg):
 
 
 def train(cfg, resume: str | None = None) -> str:
-    acc = make_accelerator(cfg)
+    acc = make_accelerator(cfg, style="adversarial")
     run = Run(cfg, acc, resume)
     streams = Streams(cfg, FAMILIES[cfg.family])
     set_seed(cfg.run.seed)  # identical initial weights on every rank
@@ -119,6 +120,7 @@ def train(cfg, resume: str | None = None) -> str:
 
     phases = phases_of(cfg, family)
     streams.open(acc, state.batches)
+    guard = Guard(acc, cfg, run)
     grid_inputs, grid_cols = family.grid_inputs(cfg.run.seed)
     last, images = cfg.train.steps, 0
     run.start(state.step)
@@ -140,8 +142,13 @@ def train(cfg, resume: str | None = None) -> str:
                     terms = family.loss(phase.name, nets, batch)
                     acc.backward(torch.stack([t.float() for t in terms.values()]).sum(),
                                  inputs=[p for n in phase.spec.nets for p in params[n]])
+                    stepping = [p for n in phase.spec.nets for p in params[n]]
+                    finite = not acc.sync_gradients or guard.finite(stepping, step, phase.name)
+                    if acc.sync_gradients:
+                        stats.report("nonfinite_skipped", float(not finite))
                     for n in phase.spec.nets:  # no-ops until the last micro-batch (accumulate)
-                        opts[n].step()
+                        if finite:
+                            opts[n].step()
                         opts[n].zero_grad(set_to_none=True)
                         if acc.scaler is not None and acc.sync_gradients:  # fp16: inf/NaN grads skip a step
                             stats.report(f"{n}/skipped", float(opts[n].step_was_skipped))
@@ -160,8 +167,12 @@ def train(cfg, resume: str | None = None) -> str:
         if every(done, cfg.log.sample_every, last) and acc.is_main_process:
             sampler = ema.module if ema is not None else G
             save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png", grid_cols)
-        if every(done, cfg.run.checkpoint_every, last):
+        preempted = guard.preempted()
+        if every(done, cfg.run.checkpoint_every, last) or preempted:
             run.save(done, meta)
+        if preempted:
+            guard.requeue(done)
+            break
     run.check_ranks(nets)
     run.finish()
     return str(run.dir)

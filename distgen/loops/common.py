@@ -9,18 +9,19 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list
 from tqdm import tqdm
 
 from distgen import config as config_mod
 from distgen import stats
 from distgen.checkpoint import info_to_meta
-from distgen.errors import ConfigError
+from distgen.errors import ConfigError, TrainingError
 
 
 class TrainState:
@@ -37,13 +38,26 @@ class TrainState:
         self.step, self.batches = int(state["step"]), int(state["batches"])
 
 
-def make_accelerator(cfg) -> Accelerator:
+def make_accelerator(cfg, style: str = "single") -> Accelerator:
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
     # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    # A dead peer fails every collective after this long instead of hanging the job forever.
+    pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.collective_timeout))
     # step_scheduler_with_optimizer=False: a scheduler.step() is one step, whatever the process count.
-    return Accelerator(kwargs_handlers=[ddp], log_with="wandb" if cfg.log.wandb else None,
-                       gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
+    acc = Accelerator(kwargs_handlers=[ddp, pg], log_with="wandb" if cfg.log.wandb else None,
+                      gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
+    plugin = acc.state.deepspeed_plugin
+    if plugin is not None:
+        if style == "adversarial":
+            raise ConfigError(f"DeepSpeed is not supported for the two-network family '{cfg.family}': a DeepSpeed "
+                              f"engine owns one model and one optimizer, and a GAN steps two in alternation. "
+                              f"Launch without --use_deepspeed (DDP, with --mixed_precision for memory), or use "
+                              f"DeepSpeed with the single-objective families (vae, dann, classifier)")
+        # We feed batches ourselves (no prepared DataLoader), so tell DeepSpeed the micro-batch size.
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
+        plugin.deepspeed_config.setdefault("gradient_accumulation_steps", cfg.train.grad_accum)
+    return acc
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -61,7 +75,7 @@ def resolve_run_dir(cfg, resume: str | None, accelerator: Accelerator) -> tuple[
 
 
 def _resolve(cfg, resume):
-    base = Path("runs") / (cfg.recipe or cfg.family)
+    base = Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.recipe or cfg.family).strip("._") or "run"
     run_dir = Path(cfg.run.dir) if cfg.run.dir else None
     if resume not in (None, "auto"):
         ckpt = Path(resume)
@@ -149,24 +163,37 @@ class Run:
         return True
 
     def save(self, step: int, meta: dict) -> Path:
-        """accelerate save_state into a temporary dir, rename it to step_<N>, then move `latest`."""
+        """accelerate save_state into a temporary dir, rename it to step_<N>, then move `latest`.
+
+        A process killed mid-save leaves only a .tmp dir behind (removed by the next save) and
+        `latest` on the previous complete checkpoint; a full disk raises a TrainingError with
+        the previous checkpoint untouched."""
         ckdir = self.dir / "checkpoints"
         final, tmp = ckdir / f"step_{step}", ckdir / f".step_{step}.tmp"
-        if self.acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            link = ckdir / ".latest.tmp"
-            link.unlink(missing_ok=True)
-            link.symlink_to(final.name)
-            os.replace(link, ckdir / "latest")
-            self._rotate(ckdir)
+            for stale in ckdir.glob(".step_*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        try:
+            self.acc.save_state(str(tmp))
+            self.acc.wait_for_everyone()
+            if self.acc.is_main_process:
+                (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                link = ckdir / ".latest.tmp"
+                link.unlink(missing_ok=True)
+                link.symlink_to(final.name)
+                os.replace(link, ckdir / "latest")
+                self._rotate(ckdir)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            latest = ckdir / "latest"
+            previous = latest.resolve().name if latest.exists() else "none"
+            raise TrainingError(f"could not write checkpoint step_{step} in {ckdir}: {exc.strerror or exc}. "
+                                f"The previous checkpoint ({previous}) is intact; free space and rerun with "
+                                f"--resume auto") from None
         self.acc.wait_for_everyone()
         return final
 

@@ -1,0 +1,81 @@
+"""What keeps long runs alive, shared by the loops: preemption signals and non-finite steps.
+
+Preemption: SIGUSR1 (SLURM's pre-timeout signal, forwarded by launch/slurm/forward_signals.sh)
+and SIGTERM set a flag; at the next step boundary all ranks agree (accelerate set_trigger /
+check_trigger), the loop saves a checkpoint, the main process requeues the SLURM job
+(`scontrol requeue $SLURM_JOB_ID`), and every rank exits cleanly. The requeued job runs the
+same command with --resume auto and continues from checkpoints/latest.
+
+Non-finite steps: after the (all-reduced) gradients of a phase are computed, a step whose
+gradients are not finite is skipped and counted; `train.max_nonfinite` in a row stop the run with
+a TrainingError that names the last good checkpoint. The check costs one host sync per optimizer
+step; `train.max_nonfinite: 0` turns it off.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+
+import torch
+
+from distgen.errors import TrainingError
+
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+_received: list[int] = []
+
+
+def _handler(signum, frame):  # only records: the loop acts at the next step boundary
+    _received.append(signum)
+
+
+def install_signal_handlers() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _handler)
+
+
+class Guard:
+    def __init__(self, acc, cfg, run):
+        self.acc, self.cfg, self.run = acc, cfg, run
+        self.nonfinite_in_a_row: dict[str, int] = {}  # per phase: a healthy G must not hide a broken D
+        install_signal_handlers()
+
+    # -- preemption -------------------------------------------------------------------------
+
+    def preempted(self) -> bool:
+        """True on every rank once any rank has received SIGUSR1/SIGTERM (agreed at a step boundary)."""
+        if self.acc.num_processes == 1:
+            return bool(_received)
+        if _received:
+            self.acc.set_trigger()
+        return self.acc.check_trigger()
+
+    def requeue(self, step: int) -> None:
+        """After the checkpoint of `step`: tell SLURM to run the job again (main process only)."""
+        names = ", ".join(signal.Signals(s).name for s in sorted(set(_received))) or "a signal on another rank"
+        self.acc.print(f"stopping at step {step} ({names}): checkpoint saved")
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.acc.is_main_process and job:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            self.acc.print(f"scontrol requeue {job}: " + ("ok" if done.returncode == 0 else done.stderr.strip()))
+
+    # -- non-finite steps -------------------------------------------------------------------
+
+    def finite(self, params: list[torch.nn.Parameter], step: int, phase: str = "") -> bool:
+        """Are these (already all-reduced) gradients finite? Counts skips; raises after too many in a
+        row within one phase."""
+        limit = self.cfg.train.max_nonfinite
+        grads = [p.grad for p in params if p.grad is not None]
+        if limit <= 0 or not grads:
+            return True
+        ok = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        self.nonfinite_in_a_row[phase] = 0 if ok else self.nonfinite_in_a_row.get(phase, 0) + 1
+        if self.nonfinite_in_a_row[phase] >= limit:
+            latest = self.run.dir / "checkpoints" / "latest"
+            last = latest.resolve().name if latest.exists() else "none yet"
+            raise TrainingError(f"{limit} {phase} steps in a row had non-finite gradients (at step {step}); "
+                                f"stopping. Last good checkpoint: {last} in {self.run.dir / 'checkpoints'}. "
+                                f"Lower the learning rate or check the data, then --resume auto")
+        return ok

@@ -1,0 +1,53 @@
+"""Runs launch/train.py with one injected fault, for the reliability tests (never imported by distgen).
+
+    python tests/faults.py FAULT recipes/X.yaml key=value ...
+
+FAULT: kill_in_save (SIGKILL in the middle of the second checkpoint write), disk_full (the second
+checkpoint write fails with ENOSPC), nan_once (D's loss is NaN at step 3 only), nan_always (from step 3 on).
+"""
+import errno
+import os
+import signal
+import sys
+from pathlib import Path
+
+from accelerate import Accelerator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "launch"))
+import train  # noqa: E402
+
+from distgen.families.dcgan import DCGAN  # noqa: E402
+
+fault, argv = sys.argv[1], sys.argv[2:]
+saves = {"n": 0}
+original_save = Accelerator.save_state
+
+
+def faulty_save(self, output_dir=None, **kwargs):
+    saves["n"] += 1
+    if saves["n"] == 2:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half a file")
+        if fault == "kill_in_save":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault == "disk_full":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return original_save(self, output_dir, **kwargs)
+
+
+original_d_terms = DCGAN.d_terms
+calls = {"n": 0}
+
+
+def nan_d_terms(self, real_logit, fake_logit):
+    calls["n"] += 1
+    terms = original_d_terms(self, real_logit, fake_logit)
+    if calls["n"] == 3 or (fault == "nan_always" and calls["n"] >= 3):
+        terms["D/real"] = terms["D/real"] * float("nan")
+    return terms
+
+
+Accelerator.save_state = faulty_save
+DCGAN.d_terms = nan_d_terms if fault.startswith("nan") else original_d_terms
+sys.exit(train.main(argv))

@@ -1,0 +1,171 @@
+"""Runs that survive clusters: SLURM script, preemption signals, requeue, faults that lose nothing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BIN, ROOT, TINY_GAN, free_port, metrics, run, train
+from distgen.checkpoint import load_run
+
+CPU2 = "--multi_gpu --mixed_precision no --dynamo_backend no"
+
+
+def _env(tmp_path, **extra):
+    """Environment of a SLURM task on this machine: fake scontrol that records its arguments."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (fake / "scontrol").chmod(0o755)
+    return {**os.environ, "PATH": f"{fake}:{BIN}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "",
+            "ACCELERATE_USE_CPU": "1", "ACCELERATE": str(BIN / "accelerate"), "NNODES": "1", "NPROC": "2",
+            "HEAD_NODE": "127.0.0.1", "HEAD_PORT": str(free_port()), "SLURM_NODEID": "0",
+            "LAUNCH_ARGS": CPU2, "SLURM_JOB_ID": "4242", "WANDB_MODE": "disabled", **extra}
+
+
+def _task(args, env, **kw):
+    return subprocess.Popen(["bash", "launch/slurm/task.sh", "launch/train.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for_metrics(run_dir: Path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not (run_dir / "metrics.jsonl").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "training never logged"
+        time.sleep(0.5)
+
+
+def test_submit_dry_run_renders_a_valid_requeueable_script(tmp_path):
+    out = run([sys.executable, "launch/submit.py", "recipes/wgan_gp.yaml", "optim.lr_d=1e-4", "--nodes", "4",
+               "--gpus-per-node", "8", "--partition", "gpu", "--account", "lab", "--time", "12:00:00", "--dry-run"])
+    assert out.returncode == 0, out.stderr
+    script = out.stdout
+    (tmp_path / "job.sbatch").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
+    for line in ["#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --requeue", "#SBATCH --signal=B:USR1@", "#SBATCH --partition=gpu",
+                 "#SBATCH --account=lab", "#SBATCH --time=12:00:00", "scontrol show hostnames",
+                 "NPROC=32", "trap 'scancel --signal=USR1", "srun", "launch/slurm/task.sh", "--resume auto",
+                 "optim.lr_d=1e-4", "run.dir=runs/wgan_gp/slurm-${SLURM_JOB_ID}"]:
+        assert line in script, line
+    task = (ROOT / "launch" / "slurm" / "task.sh").read_text()
+    assert "--rdzv_backend c10d" in task and "--machine_rank" in task and "trap 'forward USR1' USR1" in task
+    bad = run([sys.executable, "launch/submit.py", "recipes/wgan_gp.yaml", "optim.lr_x=1", "--dry-run"])
+    assert bad.returncode == 2 and "optim.lr_x" in bad.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_signal_checkpoints_requeues_and_resumes(digits, tmp_path, sig):
+    run_dir = tmp_path / "job"
+    args = ["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
+            "train.steps=100000", "run.checkpoint_every=100000"]
+    env = _env(tmp_path)
+    proc = _task(args, env)
+    _wait_for_metrics(run_dir, proc)
+    proc.send_signal(sig)  # what the batch script's trap (scancel --signal) delivers to each task
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    latest = (run_dir / "checkpoints" / "latest").resolve()
+    stopped_at = int(latest.name.split("_")[1])
+    assert 0 < stopped_at < 100000
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert "checkpoint saved" in out + err
+
+    # the requeued job: same command with --resume auto, continues at that step
+    env2 = _env(tmp_path, HEAD_PORT=str(free_port()))
+    again = subprocess.run(["bash", "launch/slurm/task.sh", "launch/train.py", *args[:-2],
+                            f"train.steps={stopped_at + 5}", "run.checkpoint_every=100000", "--resume", "auto"],
+                           cwd=ROOT, env=env2, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {latest}" in again.stdout + again.stderr
+    steps = [r["step"] for r in metrics(run_dir)]
+    assert steps[-1] == stopped_at + 5
+
+
+def test_two_nodes_over_loopback_train_together(digits, tmp_path):
+    """Two `accelerate launch --num_machines 2 --machine_rank 0|1` (one process each) with the
+    c10d rendezvous the sbatch script uses end with identical parameters."""
+    run_dir = tmp_path / "twonode"
+    port = str(free_port())
+    args = ["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
+            "train.steps=6"]
+    nodes = [_task(args, _env(tmp_path, NNODES="2", NPROC="2", HEAD_PORT=port, SLURM_NODEID=str(rank),
+                              LAUNCH_ARGS="--multi_gpu --mixed_precision no --dynamo_backend no"))
+             for rank in (0, 1)]
+    for node in nodes:
+        out, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
+    ranks = json.loads((run_dir / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and ranks["in_sync"]
+
+
+def test_a_killed_rank_ends_the_run_in_bounded_time(digits, tmp_path):
+    run_dir = tmp_path / "dead"
+    env = _env(tmp_path)
+    proc = _task(["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
+                  "train.steps=100000", "run.collective_timeout=20"], env)
+    _wait_for_metrics(run_dir, proc)
+    launcher = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = subprocess.run(["pgrep", "-P", launcher[0]], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    start = time.time()
+    os.kill(int(workers[1]), signal.SIGKILL)
+    proc.communicate(timeout=90)
+    assert proc.returncode != 0 and time.time() - start < 60
+
+
+def _faulty(fault, *args):
+    return run([sys.executable, "tests/faults.py", fault, "recipes/dcgan_digits_smoke.yaml", *TINY_GAN, *args])
+
+
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(digits, tmp_path):
+    run_dir = tmp_path / "killed"
+    common = [f"data.root={digits}", f"run.dir={run_dir}", "run.checkpoint_every=4"]
+    died = _faulty("kill_in_save", *common, "train.steps=12")
+    assert died.returncode == -signal.SIGKILL
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "latest").resolve().name == "step_4" and (ckpts / ".step_8.tmp").is_dir()
+    _, family, step = load_run(run_dir)  # the previous checkpoint loads
+    assert step == 4 and all(torch.isfinite(p).all() for p in family.nets["G"].parameters())
+    train("dcgan_digits_smoke", *TINY_GAN, *common, "train.steps=12", resume="auto")
+    assert (ckpts / "latest").resolve().name == "step_12" and not list(ckpts.glob(".*.tmp"))
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(digits, tmp_path):
+    run_dir = tmp_path / "full"
+    result = _faulty("disk_full", f"data.root={digits}", f"run.dir={run_dir}", "run.checkpoint_every=4",
+                     "train.steps=12")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr and "step_4" in result.stderr
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "latest").resolve().name == "step_4" and not list(ckpts.glob(".*.tmp"))
+    assert load_run(run_dir)[2] == 4
+
+
+def test_a_non_finite_step_is_skipped_and_counted(digits, tmp_path):
+    run_dir = tmp_path / "nan1"
+    result = _faulty("nan_once", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", "log.every=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = metrics(run_dir)[0]
+    assert first["nonfinite_skipped"] == pytest.approx(1 / 10)  # 1 of the first 10 optimizer steps (D and G)
+    _, family, _ = load_run(run_dir)
+    assert all(torch.isfinite(p).all() for net in family.nets.values() for p in net.parameters())
+
+
+def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(digits, tmp_path):
+    run_dir = tmp_path / "nan"
+    result = _faulty("nan_always", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=50",
+                     "run.checkpoint_every=2", "train.max_nonfinite=3")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "3 D steps in a row had non-finite gradients" in result.stderr
+    named = result.stderr.split("Last good checkpoint: ")[1].split()[0]
+    _, family, step = load_run(run_dir, named)  # skipped steps never wrote NaN into the weights
+    assert step < 50 and all(torch.isfinite(p).all() for net in family.nets.values() for p in net.parameters())
