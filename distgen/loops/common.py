@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from distgen import config as config_mod
@@ -162,7 +163,7 @@ class Run:
             tqdm.write(f"resumed from {self.resume_from}")
         return True
 
-    def save(self, step: int, meta: dict) -> Path:
+    def save(self, step: int, meta: dict, nets: dict | None = None) -> Path:
         """accelerate save_state into a temporary dir, rename it to step_<N>, then move `latest`.
 
         A process killed mid-save leaves only a .tmp dir behind (removed by the next save) and
@@ -176,6 +177,14 @@ class Run:
         self.acc.wait_for_everyone()
         try:
             self.acc.save_state(str(tmp))
+            if self.acc.state.deepspeed_plugin is not None and nets:
+                # DeepSpeed writes engine shards; also write each net's full weights by name for evaluate.py.
+                meta = {**meta, "family_nets": {}}
+                for name, net in nets.items():
+                    weights = self.acc.get_state_dict(net)
+                    if self.acc.is_main_process:
+                        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
+                    meta["family_nets"][name] = f"{name}.safetensors"
             self.acc.wait_for_everyone()
             if self.acc.is_main_process:
                 (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
