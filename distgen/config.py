@@ -69,6 +69,12 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
     sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
     max_nonfinite: int = 10  # skip steps with non-finite gradients; stop after this many in a row (0 = no check)
+    # speed switches (docs/benchmarks.md says what they buy and where):
+    channels_last: bool = False  # NHWC memory format for nets and images (tensor cores on GPUs)
+    compile: str = ""  # torch.compile backend for the nets ("" = eager; "inductor"; nets that need
+    #                    double backward, e.g. a gradient-penalty critic, stay eager)
+    tf32: bool = True  # TensorFloat-32 matmuls/convolutions on Ampere+ GPUs
+    fused_optim: bool = True  # fused Adam kernels on CUDA
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class Family:
     PHASES: dict[str, PhaseSpec] = {}
     DEFAULT_PHASES: tuple[tuple[str, int], ...] = ()  # (phase, repeat) in order
     STREAMS: dict[str, str] = {}  # batch key -> DataConfig field of a shard folder; {} = data.root only
+    EAGER: tuple[str, ...] = ()  # nets never compiled (double backward, e.g. a gradient-penalty critic)
 
     def __init__(self, cfg, info, device: torch.device | str = "cpu"):
         self.cfg, self.model_cfg, self.info = cfg, cfg.model, info
@@ -75,7 +76,8 @@ class GANFamily(Family):
         o, which = self.cfg.optim, "g" if net == self.GENERATOR else "d"
         name = getattr(o, f"name_{which}") or o.name
         betas = getattr(o, f"betas_{which}") or (o.beta1, o.beta2)
-        return build_optimizer(params, o, self.lr(net), name=name, betas=tuple(betas))
+        fused = self.cfg.train.fused_optim and self.device.type == "cuda"
+        return build_optimizer(params, o, self.lr(net), name=name, betas=tuple(betas), fused=fused)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees: DiffAugment of real and fake images alike (identity when off)."""
@@ -113,10 +115,12 @@ def bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits, target)
 
 
-def build_optimizer(params, optim_cfg, lr: float, name: str = "", betas: tuple = ()) -> torch.optim.Optimizer:
+def build_optimizer(params, optim_cfg, lr: float, name: str = "", betas: tuple = (),
+                    fused: bool = False) -> torch.optim.Optimizer:
     name, betas = name or optim_cfg.name, betas or (optim_cfg.beta1, optim_cfg.beta2)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=optim_cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=optim_cfg.weight_decay,
+                                **({"fused": True} if fused else {}))
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=optim_cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)

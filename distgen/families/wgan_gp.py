@@ -27,6 +27,7 @@ class ModelConfig(GANModelConfig):
 class WGANGP(GANFamily):
     ModelConfig = ModelConfig
     DEFAULT_PHASES = (("D", 5), ("G", 1))
+    EAGER = ("D",)  # the gradient penalty differentiates D twice; torch.compile has no double backward
 
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)

@@ -81,6 +81,9 @@ class Streams:
     def next(self, device) -> tuple[dict, int]:
         """The next batch (a dict, or a dict of named batches) and how many images it holds."""
         batches = {key: to_device(next(it), device) for key, it in self.iters.items()}
+        if self.cfg.train.channels_last:
+            for b in batches.values():
+                b["image"] = b["image"].contiguous(memory_format=torch.channels_last)
         images = sum(len(b["image"]) for b in batches.values())
         return (batches[""] if "" in batches else batches), images
 
@@ -98,6 +101,10 @@ def train(cfg, resume: str | None = None) -> str:
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
     family.nets = convert_sync_bn(family.nets, cfg, acc)
+    if acc.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
+    if cfg.train.channels_last:
+        family.nets = {n: net.to(memory_format=torch.channels_last) for n, net in family.nets.items()}
     names = list(family.nets)
     optims = [family.optimizer(n, family.nets[n].parameters()) for n in names]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for o in optims]
@@ -105,9 +112,12 @@ def train(cfg, resume: str | None = None) -> str:
     k = len(names)
     nets, opts, scheds = dict(zip(names, prepared[:k])), dict(zip(names, prepared[k:2 * k])), prepared[2 * k:]
     params = {n: [p for p in net.parameters() if p.requires_grad] for n, net in nets.items()}
+    if cfg.train.compile:  # after prepare, so DDP's hooks are inside; checkpoints save the uncompiled modules
+        nets = {n: net if n in family.EAGER else torch.compile(net, backend=cfg.train.compile)
+                for n, net in nets.items()}
     if acc.scaler is not None:  # fp16: families that differentiate D (gradient penalty) need the scale
         family.grad_scale = acc.scaler.get_scale
-    G = acc.unwrap_model(nets[family.GENERATOR])
+    G = acc.unwrap_model(nets[family.GENERATOR], keep_torch_compile=False)
     ema = (AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
            if cfg.train.ema > 0 else None)
     state = TrainState()
