@@ -87,11 +87,20 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    enabled: bool = False
+    project: str = "distgen"
+    entity: str = ""
+    group: str = ""
+    tags: tuple[str, ...] = ()
+    mode: Literal["auto", "online", "offline"] = "auto"  # auto: offline (into the run dir) without an API key
+
+
+@dataclass(frozen=True)
 class LogConfig:
     every: int = 50
     sample_every: int = 500
-    wandb: bool = False
-    wandb_project: str = "distgen"
+    wandb: WandbConfig = field(default_factory=lambda: WandbConfig())
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subproc
     """Run a command from the repo root with this interpreter's venv on PATH; never inherits a GPU."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                 "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None in `env` unsets a variable
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

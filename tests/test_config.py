@@ -67,7 +67,7 @@ def test_wrong_type_names_the_key_and_the_value():
     ("train.steps=0", ["train.steps", "> 0"]),
     ("model.depth=3", ["model.depth", "z_dim"]),
     ("train.phases=[{name: X}]", ["X", "D", "G"]),
-    ("log.wandb=maybe", ["log.wandb", "true or false"]),
+    ("log.wandb.enabled=maybe", ["log.wandb.enabled", "true or false"]),
 ])
 def test_bad_values_raise_config_errors_naming_them(override, words):
     with pytest.raises(ConfigError) as err:

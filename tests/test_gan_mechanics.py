@@ -123,3 +123,19 @@ def test_speed_switches_train(digits, tmp_path, recipe):
     assert row["step"] == 4 and all(v == v for v in row.values())
     _, family, step = load_run(run_dir)  # checkpoints hold the plain (uncompiled) modules
     assert step == 4
+
+
+def test_wandb_without_a_key_logs_offline_into_the_run_dir(digits, tmp_path):
+    run_dir = tmp_path / "wb"
+    overrides = [*TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4", "log.every=2",
+                 "log.sample_every=2", "log.wandb.enabled=true", "log.wandb.tags=[smoke]"]
+    env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
+    result = train("dcgan_digits_smoke", *overrides, env=env)
+    assert "W&B: no API key, logging offline" in result.stdout + result.stderr
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    history = (offline / f"run-{run_id}.wandb").read_bytes()
+    assert b"D/real" in history and b"img/s" in history  # the scalars of metrics.jsonl
+    assert len(list((offline / "files" / "media" / "images").glob("samples_*.png"))) == 2  # the grids
+    train("dcgan_digits_smoke", *overrides[:-4], "train.steps=6", "log.wandb.enabled=true", env=env, resume="auto")
+    assert (run_dir / "wandb_id.txt").read_text().strip() == run_id  # a resumed run keeps its W&B id

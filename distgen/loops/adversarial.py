@@ -176,7 +176,9 @@ def train(cfg, resume: str | None = None) -> str:
             images = 0
         if every(done, cfg.log.sample_every, last) and acc.is_main_process:
             sampler = ema.module if ema is not None else G
-            save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png", grid_cols)
+            grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
+                             grid_cols)
+            run.log_image(done, "samples", grid)
         preempted = guard.preempted()
         if every(done, cfg.run.checkpoint_every, last) or preempted:
             run.save(done, meta)

@@ -6,9 +6,11 @@ checkpoints/step_<N>/ + checkpoints/latest, eval/step_<N>.json, report/.
 from __future__ import annotations
 
 import json
+import netrc
 import os
 import shutil
 import time
+import uuid
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -46,7 +48,7 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
     # A dead peer fails every collective after this long instead of hanging the job forever.
     pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.collective_timeout))
     # step_scheduler_with_optimizer=False: a scheduler.step() is one step, whatever the process count.
-    acc = Accelerator(kwargs_handlers=[ddp, pg], log_with="wandb" if cfg.log.wandb else None,
+    acc = Accelerator(kwargs_handlers=[ddp, pg], log_with="wandb" if cfg.log.wandb.enabled else None,
                       gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
     plugin = acc.state.deepspeed_plugin
     if plugin is not None:
@@ -100,6 +102,32 @@ def _resolve(cfg, resume):
     return str(run_dir), None
 
 
+def _netrc_has(host: str) -> bool:
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def start_wandb(acc: Accelerator, cfg, run_dir: Path) -> None:
+    """W&B through Accelerate's tracker (main process only). Without an API key it runs offline into
+    the run dir (sync later with `wandb sync RUN_DIR/wandb/offline-run-*`) and says so once. The run
+    id is kept in the run dir, so a resumed run continues the same W&B run."""
+    w = cfg.log.wandb
+    mode = w.mode
+    if mode == "auto":
+        online = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has("api.wandb.ai")
+        mode = "online" if online and os.environ.get("WANDB_MODE") != "offline" else "offline"
+        if mode == "offline":
+            tqdm.write(f"W&B: no API key, logging offline into {run_dir}/wandb (upload later with `wandb sync`)")
+    id_file = run_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
+    id_file.write_text(run_id)
+    kwargs = {"dir": str(run_dir), "name": run_dir.name, "id": run_id, "resume": "allow", "mode": mode,
+              "entity": w.entity or None, "group": w.group or None, "tags": list(w.tags) or None}
+    acc.init_trackers(w.project, config=config_mod.to_dict(cfg), init_kwargs={"wandb": kwargs})
+
+
 class Run:
     """The run dir of one training run, and everything written into it."""
 
@@ -110,9 +138,8 @@ class Run:
             for sub in ("checkpoints", "samples", "eval", "report"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
             (self.dir / "config.yaml").write_text(config_mod.dump(cfg))
-            if cfg.log.wandb:
-                accelerator.init_trackers(cfg.log.wandb_project, config=config_mod.to_dict(cfg),
-                                          init_kwargs={"wandb": {"dir": str(self.dir), "name": str(self.dir)}})
+            if cfg.log.wandb.enabled:
+                start_wandb(accelerator, cfg, self.dir)
         accelerator.wait_for_everyone()
         self.bar = None
         self._clock = time.perf_counter()
@@ -140,7 +167,7 @@ class Run:
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"}, refresh=False)
-            if self.cfg.log.wandb:
+            if self.cfg.log.wandb.enabled:
                 self.acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
         return row
 
@@ -149,8 +176,15 @@ class Run:
             (self.dir / "eval" / f"step_{step}.json").write_text(json.dumps({"step": step, **result}, indent=1))
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in result.items()}}) + "\n")
-            if self.cfg.log.wandb:
-                self.acc.log({f"eval/{k}": v for k, v in result.items()}, step=step)
+            if self.cfg.log.wandb.enabled:
+                self.acc.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
+
+    def log_image(self, step: int, name: str, path: Path) -> None:
+        """A PNG (a sample grid) to W&B; main process only, like every tracker call."""
+        if self.cfg.log.wandb.enabled and self.acc.is_main_process:
+            import wandb
+
+            self.acc.log({name: wandb.Image(str(path))}, step=step)
 
     # -- checkpoints ------------------------------------------------------------------------
 
