@@ -28,8 +28,17 @@ class DataConfig:
     eval_split: str = "test"
     image_size: int = 0  # 0 = the size the shards were written at
     attrs: tuple[str, ...] = ()  # attributes (by name) to put in batch["attrs"]; () = all in the index
-    shuffle_buffer: int = 512
+    shuffle_buffer: int = 512  # samples each reader (rank x worker) shuffles through, within an epoch
     num_workers: int = 0
+    # split: every epoch deals the shards out to ranks x workers (disjoint samples, needs a shard per
+    # reader); resampled: each reader draws shards with replacement (large shard sets, elastic jobs)
+    mode: Literal["split", "resampled"] = "split"
+    channels: Literal[0, 1, 3] = 0  # 0 = as stored; 1 = grey; 3 = RGB (grey repeated)
+    crop: int = 0  # square crop side in stored pixels, taken before resizing to image_size (0 = none)
+    random_crop: bool = False  # training: crop at a random place (evaluation always crops the centre)
+    hflip: bool = False  # training: flip half the images left-right
+    max_skip_fraction: float = 0.01  # stop when a reader skips more than this share of its samples (corrupt
+    #                                  images, truncated shards), measured over at least 1,000 samples
     source: str = ""  # domain adaptation (dann): source shard folder ("" = data.root)
     target: str = ""  # domain adaptation (dann): target shard folder (its labels are read only to measure)
     domain_a: str = ""  # unpaired image-to-image (cyclegan): shard folder of domain A
@@ -280,6 +289,13 @@ def check(cfg: Config, family) -> None:
             raise ConfigError(f"'optim.name_{net}' is {name!r}; valid choices: adam, rmsprop, sgd (or empty)")
         if len(betas) not in (0, 2):
             raise ConfigError(f"'optim.betas_{net}' must be [beta1, beta2] or empty, got {list(betas)}")
+    if cfg.data.crop < 0 or cfg.data.shuffle_buffer < 1 or cfg.data.num_workers < 0:
+        raise ConfigError(f"'data.crop' must be >= 0, 'data.shuffle_buffer' >= 1 and 'data.num_workers' >= 0; got "
+                          f"{cfg.data.crop}, {cfg.data.shuffle_buffer}, {cfg.data.num_workers}")
+    if cfg.data.random_crop and not cfg.data.crop:
+        raise ConfigError("'data.random_crop' needs a crop size: set data.crop=PX (e.g. data.crop=56 of 64)")
+    if not 0.0 <= cfg.data.max_skip_fraction <= 1.0:
+        raise ConfigError(f"'data.max_skip_fraction' must be in [0, 1], got {cfg.data.max_skip_fraction}")
     if not 0.0 <= cfg.train.ema < 1.0:
         raise ConfigError(f"'train.ema' must be in [0, 1), got {cfg.train.ema}")
     for i, phase in enumerate(cfg.train.phases):
