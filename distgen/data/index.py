@@ -1,0 +1,128 @@
+"""Shard sets: index.json -> DataInfo, and shard URL lists checked before any training step.
+
+    python -m shards digits --out data/digits      # writes data/digits/{train,test}-*.tar + index.json
+
+`data.root` is a shard folder (its index.json lists the shards), or a URL pattern read with
+`data.index`: brace patterns (`/shards/train-{000000..000127}.tar`), globs (`/shards/train-*.tar`),
+`pipe:` commands (`pipe:aws s3 cp s3://bucket/train-{000000..000127}.tar -`), several joined by `::`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import webdataset as wds
+
+from distgen.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the models need to know about a shard set (from its index.json and the recipe)."""
+    image_size: int
+    channels: int  # as the models see them: data.channels if set, else as stored
+    class_names: tuple[str, ...]
+    attr_names: tuple[str, ...]
+    splits: dict  # split -> list of shard URLs
+    counts: dict  # split -> sample count
+    tags: dict = field(default_factory=dict)  # tag vocabularies, e.g. {"hair": [...], "eye": [...]}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _is_pattern(root: str) -> bool:
+    return root.startswith("pipe:") or "{" in root or root.endswith(".tar") or any(c in root for c in "*?")
+
+
+def _is_local(url: str) -> bool:
+    return not url.startswith("pipe:") and "://" not in url
+
+
+def expand_pattern(root: str) -> list[str]:
+    """A URL pattern -> the shard URLs it names: `::` lists, braces, then globs of local paths."""
+    urls = []
+    for url in wds.shardlists.expand_urls(root):
+        if _is_local(url) and any(c in url for c in "*?["):
+            matches = sorted(glob.glob(url))
+            if not matches:
+                raise DataError(f"data.root '{root}': '{url}' matches no files; check the path (ls {url})")
+            urls += matches
+        else:
+            urls.append(url)
+    return urls
+
+
+def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
+    """Read index.json of `data.root` (a folder), or of `data.index` when root is a URL pattern."""
+    root = data_cfg.root
+    if _is_pattern(root):
+        index_path = Path(data_cfg.index) if data_cfg.index else Path(root.split("::")[0]).parent / "index.json"
+    else:
+        index_path = Path(root) / "index.json"
+    if not index_path.is_file():
+        hint = ("make one with `python -m shards digits --out data/digits` or point data.root at a shard "
+                "folder" if not _is_pattern(root) else "set data.index=PATH/index.json")
+        raise DataError(f"data.root '{root}': no index.json at '{index_path}'; {hint}")
+    try:
+        index = json.loads(index_path.read_text())
+        splits = {s: [str(index_path.parent / name) for name in v["shards"]] for s, v in index["splits"].items()}
+        counts = {s: int(v["count"]) for s, v in index["splits"].items()}
+        info = DataInfo(int(index["image_size"]), int(index["channels"]), tuple(index.get("class_names", ())),
+                        tuple(index.get("attr_names", ())), splits, counts, dict(index.get("tags", {})))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"'{index_path}' is not a valid shard index ({exc!r}); rebuild it with `python -m shards`")
+    if _is_pattern(root):  # the pattern names the training shards directly
+        urls = expand_pattern(root)
+        indexed = info.splits.get(split_for_pattern, [])
+        # The index counts the whole split; a pattern naming a subset of its shards is taken to hold
+        # a proportional share (exact when it names them all, the usual case: same shards, other access).
+        count = info.counts.get(split_for_pattern, 0) * len(urls) // max(len(indexed), 1)
+        info = dataclasses.replace(info, splits={**info.splits, split_for_pattern: urls},
+                                   counts={**info.counts, split_for_pattern: count})
+    missing = [a for a in getattr(data_cfg, "attrs", ()) if a not in info.attr_names]
+    if missing:
+        raise DataError(f"data.attrs: '{missing[0]}' is not an attribute of '{index_path}'; it has: "
+                        f"{', '.join(info.attr_names) or 'no attributes'}")
+    if getattr(data_cfg, "attrs", ()):  # the selected attributes, in the recipe's order, are the model's
+        info = dataclasses.replace(info, attr_names=tuple(data_cfg.attrs))
+    crop = getattr(data_cfg, "crop", 0)
+    if crop > info.image_size:
+        raise ConfigError(f"'data.crop' is {crop} px but the shards in '{index_path.parent}' hold "
+                          f"{info.image_size} px images; use a crop <= {info.image_size}")
+    if getattr(data_cfg, "channels", 0):  # grey <-> RGB conversion happens in the stream
+        info = dataclasses.replace(info, channels=data_cfg.channels)
+    return info
+
+
+def split_urls(info: DataInfo, split: str, key: str) -> list[str]:
+    if split not in info.splits or not info.splits[split]:
+        raise DataError(f"{key}: split '{split}' has no shards; the index has: {', '.join(info.splits)}")
+    return info.splits[split]
+
+
+def check_urls(urls: list[str]) -> None:
+    """Local shards must exist before training starts (remote and pipe: ones are tried when read)."""
+    if not urls:
+        raise DataError("no shard URLs: data.root names no shards; point it at a folder made by `python -m shards`")
+    missing = [u for u in urls if _is_local(u) and not Path(u).is_file()]
+    if missing:
+        raise DataError(f"shard '{missing[0]}' does not exist ({len(missing)} of {len(urls)} missing); fix "
+                        f"data.root (or data.index), or rebuild the folder with `python -m shards FORMAT --out DIR`")
+
+
+def split_count(info: DataInfo, urls: list[str]) -> int:
+    """Samples in `urls` by the index: the split they are, or a proportional share of the split
+    that holds them all."""
+    urls = list(urls)
+    for split, shards in info.splits.items():
+        if list(shards) == urls:
+            return info.counts[split]
+    for split, shards in info.splits.items():
+        if set(urls) <= set(shards):
+            return info.counts[split] * len(urls) // len(shards)
+    raise DataError(f"the shards {urls[:2]}... are in no split of the index; pass split_urls(info, split, key)")

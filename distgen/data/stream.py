@@ -1,0 +1,194 @@
+"""Training and evaluation streams over WebDataset shards, for one rank and its DataLoader workers.
+
+    accelerate launch launch/train.py recipes/quickstart.yaml data.mode=resampled data.hflip=true
+
+Every (rank, DataLoader worker) pair is a *reader*: world_size x max(num_workers, 1) of them. An
+epoch is exactly `per_reader = count // readers` samples for every reader (count from index.json),
+so every rank yields the same number of batches per epoch and DDP never waits on a rank that ran dry.
+Batches are cut from each reader's continuous stream, so one may hold the end of an epoch and the
+start of the next; batch["epoch"] says which epoch each sample belongs to.
+
+- `split` (default): each epoch one seeded shard order, the same on all readers, is dealt out:
+  reader r reads shards r, r + readers, ... so readers see disjoint samples within an epoch. A reader
+  whose shards hold more than per_reader stops early: the rest of its last shard is left out this
+  epoch. One whose shards hold fewer reads them again from the start: those samples repeat this
+  epoch. The `count % readers` remainder is left out as well. The deal changes every epoch, so
+  different samples are left out each time. Needs at least one shard per reader.
+- `resampled`: every reader draws shards with replacement (seeded by seed, epoch and reader) until
+  it has per_reader samples; the unread rest of its last draw is left out. For large shard sets
+  and elastic jobs.
+
+Within an epoch each reader shuffles through a seeded buffer (data.shuffle_buffer) that is emptied
+at the epoch's end. Resuming at `start_batch` turns the batch count into (epoch, offset): earlier
+epochs are not read at all; the first `offset` samples of the current one are read and passed over
+without decoding.
+
+Bad input: a truncated or unreadable shard ends early; a corrupt image gives its place to the next
+good sample (so the sample count, the epochs and resume stay exact). Each is warned and counted in
+batch["skipped"] (see Skips).
+
+WebDataset opens the URLs (local, `pipe:`, http) and does the buffer shuffle; tar.py parses the
+tars (why, there). The shard deal and the epoch cut/pad are ours: WebDataset's split_by_node,
+split_by_worker and with_epoch cut a stream but never pad a short one, its splitters draw unseeded
+shuffles, and neither they nor ResampledShards keep a position to resume from.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from distgen.data.index import DataInfo, check_urls, split_count
+from distgen.data.samples import Skips, Transform, log
+from distgen.data.tar import read_shard
+from distgen.errors import DataError
+
+
+class TrainStream(IterableDataset):
+    """Infinite stream of full batches for one rank; each DataLoader worker is one reader."""
+
+    def __init__(self, urls, batch_size: int, transform: Transform, seed: int, count: int, rank: int = 0,
+                 world_size: int = 1, mode: str = "split", shuffle_buffer: int = 512, start_batch: int = 0,
+                 max_skip_fraction: float = 0.01):
+        self.urls, self.batch_size, self.transform = list(urls), batch_size, transform
+        self.seed, self.count, self.rank, self.world_size, self.mode = seed, count, rank, world_size, mode
+        self.shuffle_buffer, self.start_batch, self.max_skip_fraction = shuffle_buffer, start_batch, max_skip_fraction
+
+    def _shards(self, epoch: int, reader: int, readers: int):
+        """The shards `reader` reads in `epoch`, without end (the epoch's length cuts them)."""
+        if self.mode == "split":
+            order = list(self.urls)
+            random.Random(f"{self.seed}/epoch{epoch}").shuffle(order)
+            return itertools.cycle(order[reader::readers])  # a short share is read again: padding
+        rng = random.Random(f"{self.seed}/resampled/{epoch}/{reader}")
+        return (rng.choice(self.urls) for _ in itertools.count())
+
+    def _epoch(self, epoch: int, reader: int, readers: int, skips: Skips):
+        """Exactly count // readers raw samples: `reader`'s share of `epoch`, shuffled."""
+        per_reader = self.count // readers
+
+        def raw():
+            taken = dry = 0
+            for url in self._shards(epoch, reader, readers):
+                before = taken
+                for sample in read_shard(url, skips):
+                    yield sample
+                    taken += 1
+                    if taken == per_reader:
+                        return
+                dry = dry + 1 if taken == before else 0
+                if dry > len(self.urls):
+                    raise DataError(f"data: {dry} shards in a row gave rank {self.rank} no sample (last: {url}); "
+                                    f"check the shards of data.root")
+
+        rng = random.Random(f"{self.seed}/shuffle/{epoch}/{reader}")
+        return wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(raw())
+
+    def __iter__(self):
+        worker = get_worker_info()
+        n_workers = worker.num_workers if worker else 1
+        # The DataLoader takes batches from its workers round-robin starting at worker 0, so global
+        # batch b is made by role b % n_workers. After resuming at start_batch, worker w plays the
+        # role that made batch start_batch + w, having already made `done` batches in that role.
+        role = ((worker.id if worker else 0) + self.start_batch) % n_workers
+        done = max(0, (self.start_batch - role + n_workers - 1) // n_workers)
+        readers, reader = self.world_size * n_workers, self.rank * n_workers + role
+        per_reader = self.count // readers
+        slot = done * self.batch_size  # samples this reader has handed out so far
+        first, offset = divmod(slot, per_reader)
+        skips = Skips(self.max_skip_fraction, f"rank {self.rank} worker {role}")
+
+        def samples():
+            for epoch in itertools.count(first):
+                stream = self._epoch(epoch, reader, readers, skips)
+                if epoch == first and offset:  # resume: pass over what was handed out, no decode
+                    collections.deque(itertools.islice(stream, offset), maxlen=0)
+                    skips.take()  # those skips were counted before the resume
+                yield from stream
+
+        images, flips, fields, rng, pending = [], [], [], None, 0
+        for sample in samples():
+            try:
+                image, extra = self.transform.decode(sample)
+            except Exception as exc:  # anything unreadable in one sample: skip it, never stop the run
+                skips.skip(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
+                pending += 1  # its place goes to the next good sample
+                continue
+            for _ in range(pending + 1):
+                if not images and self.transform.random:  # one seeded draw per batch: batches start at
+                    rng = random.Random(hash((self.seed, reader, slot)))  # multiples of batch_size, so resume-exact
+                image_placed, flip = self.transform.place(image, rng)
+                images.append(image_placed)
+                flips.append(flip)
+                fields.append({**extra, "epoch": slot // per_reader})
+                slot += 1
+                if len(images) == self.batch_size:
+                    batch = self.transform.batch(images, flips, fields)
+                    batch["epoch"] = torch.tensor([f["epoch"] for f in fields])
+                    batch["skipped"] = torch.tensor(skips.take())
+                    yield batch
+                    images, flips, fields = [], [], []
+            pending = 0
+
+
+def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_size, start_batch=0,
+                 pin_memory=False) -> DataLoader:
+    """Batches {"image", "label"?, "attrs"?, "epoch", "skipped"} for this rank, without end. Fails here,
+    before any training step, on a missing shard or too few shards for the readers."""
+    urls = list(urls)
+    check_urls(urls)
+    workers = data_cfg.num_workers
+    readers = world_size * max(workers, 1)
+    count = split_count(info, urls)
+    where = f"{world_size} rank(s) x {max(workers, 1)} worker(s) = {readers} readers"
+    if data_cfg.mode == "split" and len(urls) < readers:
+        raise DataError(f"data.root '{data_cfg.root}': {len(urls)} shards for {where}; split mode needs a shard "
+                        f"per reader. Rewrite with more, smaller shards (`python -m shards FORMAT ... "
+                        f"--samples-per-shard {max(1, count // (readers * 4))}`), lower data.num_workers, or set "
+                        f"data.mode=resampled")
+    if count < readers:
+        raise DataError(f"data.root '{data_cfg.root}': {count} samples for {where}; use fewer workers or ranks")
+    if rank == 0 and data_cfg.mode == "split" and len(urls) % readers:
+        log.warning(f"note: data: {len(urls)} shards over {where}; each takes {count // readers} samples an "
+                    f"epoch, so readers dealt fewer shards repeat some and those dealt more leave some out. "
+                    f"A shard count that is a multiple of {readers} evens this out")
+    transform = Transform(info.channels, data_cfg.image_size or info.image_size, data_cfg.attrs, data_cfg.crop,
+                          data_cfg.random_crop, data_cfg.hflip)
+    stream = TrainStream(urls, batch_size, transform, seed, count, rank, world_size, data_cfg.mode,
+                         data_cfg.shuffle_buffer, start_batch, data_cfg.max_skip_fraction)
+    # Own generator: creating the iterator must not draw from the global RNG that training uses.
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+
+def eval_batches(urls, batch_size, info: DataInfo, image_size=0, rank=0, world_size=1, attrs=(), crop=0,
+                 max_skip_fraction=0.01):
+    """Each sample of the split exactly once across ranks, in shard order; no random transforms.
+
+    Sample j of the split goes to rank j % world_size: ranks below count % world_size hold one sample
+    more, and a rank may have one batch fewer (the last batch may be short), so reduce sums and
+    counts once at the end, never per batch. A corrupt sample is skipped with a warning (its rank
+    holds one fewer); every rank reads every shard, so all agree on j."""
+    check_urls(list(urls))
+    transform = Transform(info.channels, image_size or info.image_size, attrs, crop)
+    skips = Skips(max_skip_fraction, f"eval, rank {rank}")
+    images, fields = [], []
+    for j, sample in enumerate(s for url in urls for s in read_shard(url, skips)):
+        if j % world_size != rank:
+            continue
+        try:
+            image, extra = transform.decode(sample)
+        except Exception as exc:  # anything unreadable in one sample: skip it, count it
+            skips.skip(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
+            continue
+        images.append(transform.place(image)[0])
+        fields.append(extra)
+        if len(images) == batch_size:
+            yield transform.batch(images, [False] * len(images), fields)
+            images, fields = [], []
+    if images:
+        yield transform.batch(images, [False] * len(images), fields)
