@@ -1,81 +1,170 @@
-"""The single-objective loop: classifier (and later VAE, DANN) — one net set, one loss, one optimizer.
+"""The single-objective loop: classifier, VAE, DANN — one summed loss, one optimizer over all the family's nets.
 
-    accelerate launch launch/train.py recipes/classifier_digits.yaml [key=value ...] [--resume auto]
+    accelerate launch launch/train.py recipes/dann_digits.yaml [key=value ...] [--resume auto]
 
-Every `eval.every` steps (and at the end) the family's `evaluate` runs over the eval split,
-each sample seen exactly once across ranks; the sums are added over ranks and written to
-eval/step_<N>.json.
+Data. A family trains on data.root unless its `streams(cfg, which)` names several shard sets
+(DANN: `source` and `target`); then `loss` gets {name: batch}. Every stream gives one batch per
+step, so one counter resumes them all; stream i is shuffled with seed run.seed + i.
+
+Progress. Before each step the loop sets `family.progress` = step / train.steps (GRL schedule,
+KL warm-up). A family with `lr_factor(p)` gets that learning-rate schedule through a LambdaLR
+prepared by Accelerate (one scheduler step per training step, whatever the process count; saved
+and restored with the checkpoint). Preemption signals and non-finite gradients are handled as in
+the adversarial loop (distgen/loops/guard.py).
+
+Evaluation, every eval.every steps and at the end: `family.evaluate(batch, nets)` returns sums
+over one batch; every eval split is walked once across all ranks (sample j on rank j % world),
+the sums are added over ranks (keys prefixed "<stream>/" when there are several) and
+`finish_eval` turns them into eval/step_<N>.json. Every log.sample_every steps and at the end the
+main process draws the family's `figures` from the first test samples. Both use eval-mode copies
+of the nets holding rank 0's weights and BatchNorm statistics: the model the checkpoint holds,
+on any number of processes, and the training state is left untouched.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, gather_object, set_seed
+from torch.optim.lr_scheduler import LambdaLR
 
 from distgen import stats
 from distgen.data import eval_batches, load_info, split_urls, train_loader
+from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import build_optimizer
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
+from distgen.loops.guard import Guard
+
+ONE = ""  # the name of the only stream of a single-stream family
 
 
-def evaluate(family, nets, info, cfg, acc) -> dict:
-    for net in nets.values():
-        net.eval()
+def streams(family_cls, cfg, which: str) -> dict[str, tuple[list[str], object]]:
+    """name -> (shard urls, DataInfo) of the family's training ("train") or evaluation ("eval") split."""
+    roots = family_cls.streams(cfg, which) if hasattr(family_cls, "streams") else {ONE: cfg.data.root}
+    split = cfg.data.train_split if which == "train" else cfg.data.eval_split
+    out = {}
+    for name, root in roots.items():
+        info = load_info(dataclasses.replace(cfg.data, root=root))
+        out[name] = (split_urls(info, split, f"data.{which}_split"), info)
+    return out
+
+
+def unnamed(batches: dict):
+    """A single stream's batch as it is; several as {name: batch}."""
+    return batches[ONE] if list(batches) == [ONE] else batches
+
+
+def frozen_copies(nets: dict, acc) -> dict:
+    """Eval-mode copies of the nets with rank 0's buffers on every rank (on CPU BatchNorm statistics
+    stay per rank; DDP keeps the weights equal). A collective: every rank calls it at the same step."""
+    out = {}
+    for name, net in nets.items():
+        net = copy.deepcopy(acc.unwrap_model(net)).eval()
+        if acc.num_processes > 1:
+            for buf in net.buffers():
+                buf.copy_(broadcast(buf.clone(), from_process=0))
+        out[name] = net
+    return out
+
+
+@torch.no_grad()
+def eval_sums(family, models, evals, cfg, rank=0, world=1, device="cpu") -> dict[str, torch.Tensor]:
+    """This rank's share (sample j of each split goes to rank j % world) of the family's sums, in float64."""
     sums: dict[str, torch.Tensor] = {}
-    urls = split_urls(info, cfg.data.eval_split, "data.eval_split")
-    for batch in eval_batches(urls, cfg.train.batch_size, info, cfg.data.image_size,
-                              acc.process_index, acc.num_processes):
-        for k, v in family.evaluate(to_device(batch, acc.device), nets).items():
-            sums[k] = sums.get(k, 0) + v
-    for net in nets.values():
-        net.train()
-    names = sorted(sums)
-    totals = acc.reduce(torch.stack([sums[n] for n in names]), reduction="sum").tolist()
+    for stream, (urls, info) in evals.items():
+        for batch in eval_batches(urls, cfg.train.batch_size, info, cfg.data.image_size, rank, world,
+                                  cfg.data.attrs):
+            for k, v in family.evaluate(to_device(batch, device), models).items():
+                key = f"{stream}/{k}" if stream else k
+                sums[key] = sums.get(key, 0) + v.double()
+    return sums
+
+
+def evaluate(family, models, evals, cfg, acc) -> dict:
+    sums = eval_sums(family, models, evals, cfg, acc.process_index, acc.num_processes, acc.device)
+    names = sorted(set(sums).union(*gather_object([list(sums)])))  # a rank with no samples still joins
+    zero = torch.zeros((), dtype=torch.float64, device=acc.device)
+    totals = acc.reduce(torch.stack([sums.get(n, zero) for n in names]), reduction="sum").tolist()
     return {k: round(v, 6) for k, v in family.finish_eval(dict(zip(names, totals))).items()}
+
+
+def first_samples(evals, n: int, cfg, device) -> dict:
+    """The first n samples of every eval split, for figures (main process only)."""
+    return {name: to_device(next(eval_batches(urls, n, info, cfg.data.image_size, attrs=cfg.data.attrs)), device)
+            for name, (urls, info) in evals.items()}
 
 
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg)
     run = Run(cfg, acc, resume)
-    info = load_info(cfg.data)
+    family_cls = FAMILIES[cfg.family]
+    trains, evals = streams(family_cls, cfg, "train"), streams(family_cls, cfg, "eval")
+    info = next(iter(evals.values()))[1]  # what the nets are built for (DANN: the source domain)
     set_seed(cfg.run.seed)  # identical initial weights on every rank
-    family = FAMILIES[cfg.family](cfg, info, acc.device)
+    family = family_cls(cfg, info, acc.device)
     names = list(family.nets)
-    params = [p for n in names for p in family.nets[n].parameters()]
-    prepared = acc.prepare(*family.nets.values(), build_optimizer(params, cfg.optim, cfg.optim.lr))
-    nets, opt = dict(zip(names, prepared[:-1])), prepared[-1]
+    if acc.state.deepspeed_plugin is not None and len(names) > 1:
+        raise ConfigError(f"DeepSpeed trains one net per Accelerator; family '{cfg.family}' has {len(names)} "
+                          f"({', '.join(names)}). Launch it without DeepSpeed (DDP)")
+    optimizer = build_optimizer([p for n in names for p in family.nets[n].parameters()], cfg.optim, cfg.optim.lr)
+    last = cfg.train.steps
+    schedule = [LambdaLR(optimizer, lambda s: family.lr_factor(s / last))] if hasattr(family, "lr_factor") else []
+    prepared = acc.prepare(*family.nets.values(), optimizer, *schedule)
+    nets, opt, schedule = dict(zip(names, prepared[:len(names)])), prepared[len(names)], prepared[len(names) + 1:]
+    params = [p for net in nets.values() for p in net.parameters()]
     state = TrainState()
     acc.register_for_checkpointing(state)
     meta = checkpoint_meta(acc, names, ["train_state"], info)
     if not run.resume():
-        set_seed(cfg.run.seed + acc.process_index)
+        set_seed(cfg.run.seed + acc.process_index)  # each rank draws its own noise from here on
 
-    loader = train_loader(split_urls(info, cfg.data.train_split, "data.train_split"), cfg.train.batch_size,
-                          info, cfg.data, cfg.run.seed, acc.process_index, acc.num_processes,
-                          start_batch=state.batches, pin_memory=acc.device.type == "cuda")
-    batches = iter(loader)
-    last, images = cfg.train.steps, 0
+    loaders = {name: iter(train_loader(urls, cfg.train.batch_size, stream_info, cfg.data, cfg.run.seed + i,
+                                       acc.process_index, acc.num_processes, start_batch=state.batches,
+                                       pin_memory=acc.device.type == "cuda"))
+               for i, (name, (urls, stream_info)) in enumerate(trains.items())}
+    guard = Guard(acc, cfg, run)
+    images = 0
     run.start(state.step)
     for step in range(state.step, last):
-        batch = to_device(next(batches), acc.device)
+        batches = {name: to_device(next(stream), acc.device) for name, stream in loaders.items()}
         state.batches += 1
-        images += len(batch["image"])
-        terms = family.loss(batch, nets)
+        images += sum(len(b["image"]) for b in batches.values())
+        family.progress = step / last
+        terms = family.loss(unnamed(batches), nets)
         opt.zero_grad(set_to_none=True)
-        acc.backward(torch.stack(list(terms.values())).sum())
-        opt.step()
+        acc.backward(torch.stack([t.float() for t in terms.values()]).sum())
+        finite = guard.finite(params, step)  # gradients already all-reduced
+        stats.report("nonfinite_skipped", float(not finite))
+        if finite:
+            opt.step()
+        for sched in schedule:
+            sched.step()
         for name, value in terms.items():
             stats.report(name, value)
         state.step = done = step + 1
         run.bar.update(1)
 
         if every(done, cfg.log.every, last):
-            run.log(done, images)
+            run.log(done, images, {"lr": schedule[0].get_last_lr()[0]} if schedule else None)
             images = 0
-        if every(done, cfg.eval.every, last) or done == last:
-            run.write_eval(done, evaluate(family, nets, info, cfg, acc))
-        if every(done, cfg.run.checkpoint_every, last):
-            run.save(done, meta)
+        evaluating = every(done, cfg.eval.every, last) or done == last
+        drawing = hasattr(family, "figures") and every(done, cfg.log.sample_every, last)
+        if evaluating or drawing:
+            models = frozen_copies(nets, acc)
+            if evaluating:
+                run.write_eval(done, evaluate(family, models, evals, cfg, acc))
+            if drawing and acc.is_main_process:
+                with torch.no_grad():
+                    family.figures(models, unnamed(first_samples(evals, family.figure_samples, cfg, acc.device)),
+                                   run.dir, done)
+        preempted = guard.preempted()
+        if every(done, cfg.run.checkpoint_every, last) or preempted:
+            run.save(done, meta, nets)
+        if preempted:
+            guard.requeue(done)
+            break
     run.check_ranks(nets)
     run.finish()
     return str(run.dir)
