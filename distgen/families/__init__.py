@@ -2,17 +2,21 @@
 from distgen.families.acgan import ACGAN
 from distgen.families.cgan import CGAN
 from distgen.families.classifier import Classifier
+from distgen.families.dann import DANN
 from distgen.families.dcgan import DCGAN
 from distgen.families.lsgan import LSGAN
 from distgen.families.sagan import SAGAN
+from distgen.families.vae import VAE
 from distgen.families.wgan_gp import WGANGP
 
 FAMILIES = {
     "acgan": ACGAN,
     "cgan": CGAN,
     "classifier": Classifier,
+    "dann": DANN,
     "dcgan": DCGAN,
     "lsgan": LSGAN,
     "sagan": SAGAN,
+    "vae": VAE,
     "wgan_gp": WGANGP,
 }
