@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_featuresdict_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_featuresdict_to_metric
@@ -44,8 +45,11 @@ KEYS = {KEY_METRIC_FID: "fid", KEY_METRIC_ISC_MEAN: "isc_mean", KEY_METRIC_ISC_S
 def sample_inputs(family, n: int, seed: int) -> dict:
     """The generator inputs of sample 0..n-1: the same on every rank and for every world size.
 
-    Class-conditioned families cycle through their classes (class_inputs); others take noise."""
-    if hasattr(family, "class_inputs"):
+    A family's own `eval_inputs(n, seed)` if it has one; class-conditioned families cycle through
+    their classes (class_inputs); others take noise."""
+    if hasattr(family, "eval_inputs"):
+        return family.eval_inputs(n, seed)
+    if hasattr(family, "class_inputs") and getattr(family, "num_classes", 0):
         inputs = family.class_inputs(math.ceil(n / family.num_classes), seed=seed)
         return {k: v[:n] for k, v in inputs.items()}
     return {"z": family.noise(n, torch.Generator().manual_seed(seed))}
@@ -57,7 +61,11 @@ def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tens
     parts = []
     for lo in range(start // GENERATE_CHUNK * GENERATE_CHUNK, stop, GENERATE_CHUNK):
         chunk = {k: v[lo:lo + GENERATE_CHUNK] for k, v in inputs.items()}
-        images = to_uint8(generate(family, G, chunk, chunk=GENERATE_CHUNK))
+        try:
+            images = to_uint8(generate(family, G, chunk, chunk=GENERATE_CHUNK))
+        except KeyError as exc:  # e.g. attribute-conditioned or image-to-image generators
+            raise ConfigError(f"family '{family.cfg.family}' needs input {exc} to generate; FID/IS/KID/PRC "
+                              f"sample noise or classes only (a family can define eval_inputs(n, seed))") from None
         parts.append(images[max(start - lo, 0):stop - lo])
     if not parts:
         size = family.image_size
@@ -67,6 +75,14 @@ def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tens
 
 def torch_fidelity_metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int) -> dict:
     """torch-fidelity's own metric functions on features, with calculate_metrics' default settings."""
+    # FID's 2048x2048 eigendecomposition (numpy, OpenBLAS) took 3.3 CPU-s on one thread against
+    # 19.9 CPU-s (and 5x the wall time) on two threads of a busy 2-core machine: LAPACK's eig gains
+    # little from threads and loses much to their spinning. Same function, same value.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _metrics(metrics, generated, reference, kid_subset_size)
+
+
+def _metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int) -> dict:
     kwargs = {**DEFAULTS, "verbose": False, "kid_subset_size": kid_subset_size}
     out = {}
     if "isc" in metrics:
@@ -95,6 +111,8 @@ def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Pa
     $DISTGEN_INCEPTION_WEIGHTS). `cache_dir`: where reference features are cached (None: not cached).
     `kid_subset_size` is lowered to the smaller image count when there are fewer images."""
     metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        return {}
     unknown = [m for m in metrics if m not in FIDELITY_METRICS]
     if unknown:
         raise ConfigError(f"unknown image metric '{unknown[0]}'; valid: {', '.join(FIDELITY_METRICS)}")

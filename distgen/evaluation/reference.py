@@ -52,7 +52,7 @@ def reference_features(net, layers: list[str], data_cfg, info, image_size: int, 
     """{layer: features of every image of data.eval_split, in split order}, on every rank."""
     split = data_cfg.eval_split
     urls = split_urls(info, split, "data.eval_split")
-    key = cache_key(data_cfg, urls, split, image_size, layers, weights)
+    key = cache_key(data_cfg, urls, split, image_size, layers, weights) if cache_dir else None  # hashing takes time
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     cache = Path(cache_dir) / f"reference-{digest}.pt" if cache_dir else None
     # Every rank must take the same branch (the other one gathers), so hit means a hit on all ranks.

@@ -1,0 +1,333 @@
+"""Evaluation: FID/IS/KID/PRC equal torch-fidelity's on 1 and 2 processes, content-keyed reference cache,
+the offline error, report.py and compare.py (run dirs and recorded W&B runs).
+
+Offline: InceptionV3 weights are random, written by the test, with BatchNorm statistics measured on
+digits and noise first (an uncalibrated random net gives every image the same features, and equal
+zeros would prove nothing); the tests assert the numbers are far from degenerate. Image sets are
+tiny (20 generated, 20 real): InceptionV3 runs at about 3 images/s on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch_fidelity
+import yaml
+from PIL import Image
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from conftest import BIN, TINY_GAN, run, train
+from distgen import config
+from distgen.data import eval_batches, load_info, split_urls
+from distgen.errors import ConfigError
+from distgen.evaluation.fidelity import KEYS, evaluate_generator
+from distgen.evaluation.inception import to_uint8
+from distgen.evaluation.random_weights import make_random_weights
+from distgen.families import FAMILIES
+
+N = 20  # generated images; the tiny shards' test split also has 20 (2 per class)
+KID_SUBSET = 10  # below N, so KID's 100 subsets differ and kid_std is a real spread, not rounding noise
+METRICS = ("fid", "isc_mean", "isc_std", "kid_mean", "kid_std", "precision", "recall")
+
+
+def build_shards(out: Path, seed: int = 0, test_fraction: float = 0.01) -> Path:
+    from shards.__main__ import main
+
+    assert main(["digits", "--out", str(out), "--test-fraction", str(test_fraction), "--seed", str(seed)]) == 0
+    return out
+
+
+def real_images(root: Path, split: str, n: int) -> torch.Tensor:
+    """n images of a split, [-1, 1] float."""
+    info = load_info(config.DataConfig(root=str(root)))
+    return next(eval_batches(split_urls(info, split, split), n, info))["image"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """Real digits shards whose test split is tiny: 20 images, the FID reference."""
+    return build_shards(tmp_path_factory.mktemp("shards") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def weights(tiny, tmp_path_factory) -> Path:
+    calibration = torch.cat([to_uint8(real_images(tiny, "train", 4)).expand(-1, 3, -1, -1),
+                             torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)])
+    return make_random_weights(tmp_path_factory.mktemp("weights") / "inception-random.pth", images=calibration)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tiny, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "dcgan"
+    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={tiny}", f"run.dir={run_dir}", "train.steps=20",
+          "run.checkpoint_every=20")
+    return run_dir
+
+
+def torch_fidelity_metrics(samples: Path, reference: Path, weights: Path) -> dict:
+    """torch-fidelity's own calculate_metrics on image folders, as a user would re-check a number."""
+    with threadpool_limits(limits=1, user_api="blas"):  # speed only: FID's eig, as evaluate_generator does
+        out = torch_fidelity.calculate_metrics(
+            input1=str(samples), input2=str(reference), cuda=False, isc=True, fid=True, kid=True, prc=True,
+            feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights),
+            kid_subset_size=KID_SUBSET, cache=False, verbose=False,
+            save_cpu_ram=True)  # no 4 DataLoader processes: 3x faster on 2 cores; same features and metrics
+    return {KEYS[k]: v for k, v in out.items() if k in KEYS}
+
+
+def assert_equal_metrics(ours: dict, theirs: dict) -> None:
+    for key in METRICS:
+        a, b = ours[key], theirs[key]
+        assert abs(a - b) <= 1e-4 * abs(b) + 1e-12, f"{key}: ours {a!r}, torch-fidelity {b!r}"
+
+
+def assert_not_degenerate(result: dict) -> None:
+    assert result["fid"] > 1.0 and result["kid_mean"] != 0 and result["kid_std"] > 0, result  # KID may be < 0
+    assert result["isc_mean"] > 1.0 + 1e-4 and result["isc_std"] > 0, result
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.png"))}
+
+
+class RealDigits(nn.Module):
+    """A "generator" that returns real training digits picked by the noise, so generated and real
+    sets overlap: precision and recall land strictly between 0 and 1, unlike a 20-step GAN's."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.register_buffer("images", images)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.images[(z.flatten(1)[:, 0].abs() * 1e4).long() % len(self.images)]
+
+
+def tiny_family(root: Path):
+    """(config, untrained tiny DCGAN family) on a shard folder, for in-process evaluations."""
+    cfg = config.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={root}", "model.z_dim=16", "model.width=8"])
+    return cfg, FAMILIES["dcgan"](cfg, load_info(cfg.data))
+
+
+def test_one_process_equals_torch_fidelity_on_the_scored_images(tiny, weights, tmp_path):
+    cfg, family = tiny_family(tiny)
+    family.nets["G"] = RealDigits(real_images(tiny, "train", 40))
+    samples, reference = tmp_path / "samples", tmp_path / "reference"
+    ours = evaluate_generator(family, cfg, ["fid", "isc", "kid", "prc"], N, weights, kid_subset_size=KID_SUBSET,
+                              save_samples=samples, save_reference=reference)
+    assert ours["num_samples"] == N and ours["num_reference"] == 20 and ours["kid_subset_size"] == KID_SUBSET
+    assert len(digests(samples)) == N and len(digests(reference)) == 20
+    assert Image.open(samples / "00000000.png").mode == "L"  # grey files: torch-fidelity makes them RGB
+    assert_not_degenerate(ours)
+    assert 0 < ours["precision"] < 1 and 0 < ours["recall"] < 1, ours
+    assert_equal_metrics(ours, torch_fidelity_metrics(samples, reference, weights))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def evaluate(run_dir: Path, *args: str, processes: int = 1, env: dict | None = None):
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", str(free_port())]
+        env = {"ACCELERATE_USE_CPU": "1", **(env or {})}
+    return run(launcher + ["launch/evaluate.py", str(run_dir), *args], env)
+
+
+def last_json(result) -> dict:
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_processes(gan_run, weights, tmp_path_factory):
+    """A real 2-process evaluation of the trained run, writing the scored images."""
+    tmp = tmp_path_factory.mktemp("eval2")
+    result = evaluate(gan_run, "--metrics", "fid,isc,kid,prc", "--num-samples", str(N), "--kid-subset-size",
+                      str(KID_SUBSET), "--inception-weights", str(weights), "--cache-dir", str(tmp / "cache"),
+                      "--save-samples", str(tmp / "samples"), "--save-reference", str(tmp / "reference"),
+                      processes=2)
+    return last_json(result), tmp
+
+
+def test_two_processes_equal_torch_fidelity_on_the_scored_images(two_processes, weights):
+    ours, tmp = two_processes
+    assert len(digests(tmp / "samples")) == N and len(digests(tmp / "reference")) == 20
+    assert_not_degenerate(ours)
+    assert_equal_metrics(ours, torch_fidelity_metrics(tmp / "samples", tmp / "reference", weights))
+
+
+def test_one_process_scores_the_same_images_and_reuses_the_cache(two_processes, gan_run, weights, tmp_path):
+    two, tmp = two_processes
+    # no fid here: its 2048x2048 eigendecomposition costs seconds, and the tests above cover it
+    result = evaluate(gan_run, "--metrics", "isc,kid,prc", "--num-samples", str(N),
+                      "--kid-subset-size", str(KID_SUBSET), "--cache-dir",
+                      str(tmp / "cache"), "--save-samples", str(tmp_path / "samples"),
+                      env={"DISTGEN_INCEPTION_WEIGHTS": str(weights)})  # the variable instead of the flag
+    one = last_json(result)
+    assert "reference features: cached in" in result.stderr
+    # the same generated images, byte for byte, whatever the number of processes ...
+    assert digests(tmp_path / "samples") == digests(tmp / "samples")
+    # ... so torch-fidelity's numbers on them are the ones the 2-process test checked against
+    for key in ("isc_mean", "isc_std", "kid_mean", "kid_std", "precision", "recall"):
+        assert abs(one[key] - two[key]) <= 1e-4 * abs(two[key]) + 1e-12, key
+    written = json.loads((gan_run / "eval" / "step_20.json").read_text())
+    assert written["kid_mean"] == one["kid_mean"] and written["fid"] == two["fid"]  # merged into one file
+
+
+def test_changed_data_is_never_scored_with_stale_reference_features(weights, tmp_path):
+    data = build_shards(tmp_path / "data", seed=0, test_fraction=0.005)  # 10 test digits, 1 per class
+    cfg, family = tiny_family(data)
+    cache, said = tmp_path / "cache", []
+
+    def kid() -> float:
+        return evaluate_generator(family, cfg, ["kid"], 2, weights, cache_dir=cache, log=said.append)["kid_mean"]
+
+    first, again = kid(), kid()
+    assert said[0].startswith("reference features: computed") and said[1].startswith("reference features: cached")
+    assert again == first and len(list(cache.glob("reference-*.pt"))) == 1
+
+    index = (data / "index.json").read_bytes()
+    shutil.rmtree(data)
+    build_shards(data, seed=1, test_fraction=0.005)  # other test digits, same shard names and counts ...
+    (data / "index.json").write_bytes(index)  # ... even under a byte-identical index.json
+    changed = kid()
+    assert said[2].startswith("reference features: computed"), said
+    assert changed != first and len(list(cache.glob("reference-*.pt"))) == 2
+
+
+def test_no_weights_fails_at_once_with_how_to_provide_them(gan_run, tmp_path):
+    result = evaluate(gan_run, "--metrics", "fid", env={"DISTGEN_INCEPTION_WEIGHTS": "", "TORCH_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "--inception-weights" in lines[0] and "DISTGEN_INCEPTION_WEIGHTS" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing downloaded into the torch hub folder
+    cfg, family = tiny_family(Path(yaml.safe_load((gan_run / "config.yaml").read_text())["data"]["root"]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        evaluate_generator(family, cfg, ["isc"], N, tmp_path / "nope.pth")
+
+
+# ----------------------------------------------------------------------------- report and compare
+
+
+def md_images(md: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+
+
+def test_report_of_a_smoke_run_has_every_figure(gan_run, two_processes):
+    result = run([sys.executable, "launch/report.py", str(gan_run)])
+    assert result.returncode == 0, result.stderr
+    report = gan_run / "report"
+    md, page = (report / "index.md").read_text(), (report / "index.html").read_text()
+    images = md_images(md)
+    # dcgan logs D/real, D/fake, G/adv, D(x), D(G(z)), img/s; the run was evaluated; it wrote grids at 10, 20
+    for figure in ("curves_losses.png", "curves_d_outputs.png", "curves_speed.png", "curves_eval.png",
+                   "samples_over_time.png", "../samples/step_10.png", "../samples/step_20.png"):
+        assert figure in images, figure
+    for link in images:
+        assert (report / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+    assert "curves_accuracy.png" not in images  # dcgan logs no accuracy: no empty figure
+    table = next(line for line in md.splitlines() if line.startswith("| step |"))
+    assert "| fid |" in table and "| isc_mean |" in table and any(line.startswith("| 20 |") for line in md.splitlines())
+    assert page.count("<img ") == len(images) and 'src="data:image/png;base64,' in page  # one portable file
+
+
+def compare_table(stdout: str, title: str) -> dict[str, list[str]]:
+    """First column -> other cells of the Markdown table under `## title`."""
+    section = stdout.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def launch_script(name: str):
+    """launch/<name>.py as a module, to call its main() in this process."""
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", Path(__file__).parents[1] / "launch" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_lists_exactly_the_config_keys_that_differ(gan_run, tiny, tmp_path, capsys):
+    other = tmp_path / "other"
+    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={tiny}", f"run.dir={other}", "train.steps=10",
+          "run.checkpoint_every=20", "optim.lr_d=1e-4", "run.seed=1")
+    code = launch_script("compare").main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
+                                         "--plot", str(tmp_path / "curves.png")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    differ = compare_table(out, "Config keys that differ")
+    assert set(differ) == {"optim.lr_d", "run.seed", "train.steps"}  # run.dir is the column name, not a row
+    assert differ["optim.lr_d"] == ["0.0002", "0.0001"] and differ["train.steps"] == ["20", "10"]
+    final = compare_table(out, "Final metrics")
+    assert {"D/real", "D/fake", "G/adv", "D(x)", "D(G(z))"} <= set(final)
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 3 and header[0] == "run" and set(header[1:4]) == {f"config.{k}" for k in differ}
+
+
+# What wandb.Api().runs("lab/distgen") gave for two quickstart runs (config, summary, history), trimmed.
+RECORDED_WANDB = [
+    {"id": "3k2v9x1a", "name": "quickstart-lr2e-4",
+     "config": {"family": "acgan", "optim": {"lr_d": 0.0002, "lr_g": 0.0002}, "train": {"steps": 100},
+                "run": {"dir": "runs/quickstart/a", "seed": 0}, "_wandb": {"python_version": "3.11.9"}},
+     "summary": {"D/real": 0.41, "G/adv": 1.92, "eval/acc": 0.93, "_step": 100, "_runtime": 81.5},
+     "history": [{"_step": 50, "D/real": 0.63, "G/adv": 1.41, "_runtime": 40.2},
+                 {"_step": 100, "D/real": 0.41, "G/adv": 1.92, "_runtime": 80.9},
+                 {"_step": 100, "eval/acc": 0.93, "_runtime": 81.5}]},
+    {"id": "7q1m4c8d", "name": "quickstart-lr1e-4",
+     "config": {"family": "acgan", "optim": {"lr_d": 0.0001, "lr_g": 0.0002}, "train": {"steps": 100},
+                "run": {"dir": "runs/quickstart/b", "seed": 0}, "_wandb": {"python_version": "3.11.9"}},
+     "summary": {"D/real": 0.52, "G/adv": 1.63, "eval/acc": 0.88, "_step": 100, "_runtime": 79.0},
+     "history": [{"_step": 50, "D/real": 0.71, "G/adv": 1.22, "_runtime": 39.8},
+                 {"_step": 100, "D/real": 0.52, "G/adv": 1.63, "_runtime": 78.4},
+                 {"_step": 100, "eval/acc": 0.88, "_runtime": 79.0}]},
+]
+
+
+class RecordedRun:
+    def __init__(self, record: dict):
+        self.id, self.name, self.config = record["id"], record["name"], record["config"]
+        self.summary_metrics, self._history = record["summary"], record["history"]
+
+    def scan_history(self):
+        return iter(self._history)
+
+
+class RecordedApi:
+    def __init__(self):
+        self.calls = []
+
+    def runs(self, path, filters=None):
+        self.calls.append((path, filters))
+        return [RecordedRun(r) for r in RECORDED_WANDB]
+
+
+def test_compare_reads_wandb_runs_through_the_public_api(monkeypatch, tmp_path, capsys):
+    import wandb
+
+    api = RecordedApi()
+    monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
+    code = launch_script("compare").main(["--wandb", "lab/distgen", "--filter", '{"config.family": "acgan"}',
+                         "--plot", str(tmp_path / "curves.png"), "--csv", str(tmp_path / "c.csv")])
+    out = capsys.readouterr().out
+    assert code == 0 and api.calls == [("lab/distgen", {"config.family": "acgan"})]
+    assert compare_table(out, "Config keys that differ") == {"optim.lr_d": ["0.0002", "0.0001"]}
+    final = compare_table(out, "Final metrics")
+    assert final["eval/acc"] == ["0.93", "0.88"] and final["G/adv"] == ["1.92", "1.63"] and "_step" not in final
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "c.csv").read_text().splitlines()[1].startswith("quickstart-lr2e-4,0.0002,")
