@@ -1,16 +1,23 @@
-"""`classifier`: a small CNN for digit classes; the judge of generated images (the reports' metric).
+"""`classifier`: a small CNN, the judge of generated images (the reports' metric).
 
-    accelerate launch launch/train.py recipes/classifier_digits.yaml
+    accelerate launch launch/train.py recipes/classifier_digits.yaml            # digit classes
+    accelerate launch launch/train.py recipes/classifier_celeba_attrs.yaml      # CelebA attributes
+
+`model.target: class` (default) predicts the class label (cross-entropy; eval `acc`);
+`model.target: attrs` predicts the binary attributes `data.attrs` (all in the index when empty), one
+logit each (binary cross-entropy; eval `acc` = mean over attributes and `acc_<name>` per attribute).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distgen import stats
+from distgen.errors import ConfigError
 from distgen.families.base import Family
 
 
@@ -19,6 +26,7 @@ class ModelConfig:
     width: int = 32
     dropout: float = 0.3
     shift: int = 2  # random translation (pixels) of training images, so the judge is not brittle
+    target: Literal["class", "attrs"] = "class"  # what it predicts: the class label or the binary attributes
 
 
 def cnn(channels: int, classes: int, width: int, dropout: float) -> nn.Sequential:
@@ -35,9 +43,16 @@ class Classifier(Family):
 
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
-        self.require_labels()
         m = self.model_cfg
-        self.nets = {"net": cnn(info.channels, info.num_classes, m.width, m.dropout)}
+        if m.target == "class":
+            self.require_labels()
+            outputs = info.num_classes
+        else:
+            if not info.attr_names:
+                raise ConfigError(f"model.target=attrs needs attributes, but data.root '{cfg.data.root}' has no "
+                                  f"attr_names in index.json; use model.target=class or data with attributes")
+            outputs = len(info.attr_names)
+        self.nets = {"net": cnn(info.channels, outputs, m.width, m.dropout)}
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
         s = self.model_cfg.shift
@@ -48,16 +63,27 @@ class Classifier(Family):
 
     def loss(self, batch: dict, nets_: dict) -> dict[str, torch.Tensor]:
         logits = nets_["net"](self._shift(batch["image"]))
+        if self.model_cfg.target == "attrs":
+            stats.report("acc", ((logits > 0).float() == batch["attrs"]).float())
+            return {"attrs": F.binary_cross_entropy_with_logits(logits.float(), batch["attrs"])}
         stats.report("acc", (logits.argmax(1) == batch["label"]).float())
         return {"cls": F.cross_entropy(logits, batch["label"])}
 
     @torch.no_grad()
     def evaluate(self, batch: dict, nets_: dict) -> dict[str, torch.Tensor]:
         """Sums over one eval batch; the loop adds them over the split and all ranks."""
-        pred = nets_["net"](batch["image"]).argmax(1)
-        return {"correct": (pred == batch["label"]).sum().float(),
-                "count": torch.tensor(float(len(pred)), device=pred.device)}
+        logits = nets_["net"](batch["image"])
+        count = torch.tensor(float(len(logits)), device=logits.device)
+        if self.model_cfg.target == "attrs":
+            hits = ((logits > 0).float() == batch["attrs"]).float().sum(0)
+            return {**{f"correct/{name}": h for name, h in zip(self.info.attr_names, hits)}, "count": count}
+        return {"correct": (logits.argmax(1) == batch["label"]).sum().float(), "count": count}
 
     @staticmethod
     def finish_eval(sums: dict[str, float]) -> dict[str, float]:
-        return {"acc": sums["correct"] / max(sums["count"], 1.0)}
+        """class: acc. attrs: acc (mean over attributes) and acc_<name> per attribute."""
+        count = max(sums["count"], 1.0)
+        if "correct" in sums:
+            return {"acc": sums["correct"] / count}
+        per = {k.split("/", 1)[1]: v / count for k, v in sums.items() if k.startswith("correct/")}
+        return {"acc": sum(per.values()) / max(len(per), 1), **{f"acc_{name}": a for name, a in per.items()}}
