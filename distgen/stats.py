@@ -13,12 +13,26 @@ from collections import defaultdict
 import torch
 
 _sums: dict[str, list[torch.Tensor]] = defaultdict(list)
+_counts: dict[str, list[torch.Tensor]] = defaultdict(list)
 
 
 def report(name: str, value: torch.Tensor | float) -> None:
     if isinstance(value, torch.Tensor):
         value = value.detach().float().mean()
     _sums[name].append(value)
+
+
+def count(name: str, value: torch.Tensor | float) -> None:
+    """A count (e.g. skipped samples): summed over the interval and over ranks, not averaged."""
+    _counts[name].append(value.detach().float().sum() if isinstance(value, torch.Tensor) else float(value))
+
+
+def collect_counts() -> dict[str, torch.Tensor]:
+    """Sum of every counted name since the last call (this rank only), then reset."""
+    out = {name: torch.stack([torch.as_tensor(v, dtype=torch.float32, device=_device(vals)) for v in vals]).sum()
+           for name, vals in sorted(_counts.items())}
+    _counts.clear()
+    return out
 
 
 def collect() -> dict[str, torch.Tensor]:

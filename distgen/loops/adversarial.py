@@ -81,6 +81,8 @@ class Streams:
     def next(self, device) -> tuple[dict, int]:
         """The next batch (a dict, or a dict of named batches) and how many images it holds."""
         batches = {key: to_device(next(it), device) for key, it in self.iters.items()}
+        for b in batches.values():  # bad input the stream passed over since the last batch
+            stats.count("data/skipped", b.pop("skipped", 0))
         if self.cfg.train.channels_last:
             for b in batches.values():
                 b["image"] = b["image"].contiguous(memory_format=torch.channels_last)

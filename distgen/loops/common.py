@@ -142,6 +142,7 @@ class Run:
                 start_wandb(accelerator, cfg, self.dir)
         accelerator.wait_for_everyone()
         self.bar = None
+        self.totals: dict[str, float] = {}
         self._clock = time.perf_counter()
 
     # -- progress and metrics -----------------------------------------------------------------
@@ -155,11 +156,16 @@ class Run:
         """Reduce this interval's stats across ranks (one sync) and write one metrics.jsonl line.
 
         `images` counts real images this rank consumed since the last log."""
-        local = stats.collect()
-        names = list(local)
-        values = torch.stack([local[n] for n in names]) if names else torch.zeros(0)
-        values = self.acc.reduce(values.to(self.acc.device), reduction="mean").tolist()
-        row = {"step": step, **{n: round(v, 6) for n, v in zip(names, values)}, **(extra or {})}
+        local, counts = stats.collect(), stats.collect_counts()
+        names, count_names = list(local), list(counts)
+        values = torch.stack([local[n] for n in names] + [counts[n] for n in count_names] or [torch.zeros(())])
+        values = values.to(self.acc.device)
+        means = (self.acc.reduce(values[:len(names)], reduction="mean") if names else values[:0]).tolist()
+        sums = (self.acc.reduce(values[len(names):], reduction="sum") if count_names else values[:0]).tolist()
+        for n, v in zip(count_names, sums):  # counts are running totals over the run
+            self.totals[n] = self.totals.get(n, 0.0) + v
+        row = {"step": step, **{n: round(v, 6) for n, v in zip(names, means)},
+               **{n: self.totals[n] for n in count_names}, **(extra or {})}
         now = time.perf_counter()
         row["img/s"] = round(images * self.acc.num_processes / max(now - self._clock, 1e-9), 2)
         self._clock = now
