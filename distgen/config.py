@@ -117,6 +117,8 @@ class EvalConfig:
     every: int = 0  # 0 = only at the end of training (single-objective loop)
     num_samples: int = 1000
     classifier: str = ""  # run dir of a `classifier` run, the judge for the `acc` metric
+    metrics: tuple[str, ...] = ("fid",)  # image metrics every eval.every steps (GAN families): fid isc kid prc
+    inception_weights: str = ""  # local InceptionV3 weights ("" = $DISTGEN_INCEPTION_WEIGHTS)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """What every GAN family gets from the loop: mixed precision, SyncBN policy, accumulation, EMA, per-net optimizers."""
 from __future__ import annotations
 
+import json
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -139,3 +141,30 @@ def test_wandb_without_a_key_logs_offline_into_the_run_dir(digits, tmp_path):
     assert len(list((offline / "files" / "media" / "images").glob("samples_*.png"))) == 2  # the grids
     train("dcgan_digits_smoke", *overrides[:-4], "train.steps=6", "log.wandb.enabled=true", env=env, resume="auto")
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id  # a resumed run keeps its W&B id
+
+
+def test_periodic_fid_during_training_with_summary(digits, tmp_path):
+    """eval.every: FID of generated images against the test split (slices per rank: test_evaluate.py);
+    eval/step_<N>.json, eval curves in metrics.jsonl, and the last and best values in summary.json."""
+    from distgen.evaluation.random_weights import make_random_weights
+
+    weights = make_random_weights(tmp_path / "inception.pth",
+                                  images=torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+    run_dir = tmp_path / "fid"
+    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4",
+          "eval.every=2", "eval.num_samples=16", "eval.metrics=[fid]", f"eval.inception_weights={weights}",
+          env={"DISTGEN_CACHE_DIR": str(tmp_path / "cache")})
+    evals = [json.loads((run_dir / "eval" / f"step_{s}.json").read_text()) for s in (2, 4)]
+    assert all(e["fid"] > 0 and e["num_samples"] == 16 for e in evals)
+    assert [r["step"] for r in metrics(run_dir) if "eval/fid" in r] == [2, 4]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["last"]["fid"]["step"] == 4
+    assert summary["best"]["fid"]["value"] == min(e["fid"] for e in evals)
+
+
+def test_periodic_fid_without_weights_fails_before_training(digits, tmp_path):
+    result = run([sys.executable, "launch/train.py", "recipes/dcgan_digits_smoke.yaml", *TINY_GAN,
+                  f"data.root={digits}", f"run.dir={tmp_path / 'r'}", "eval.every=2"],
+                 env={"DISTGEN_INCEPTION_WEIGHTS": None})
+    assert result.returncode == 2 and "InceptionV3 weights" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

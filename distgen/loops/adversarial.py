@@ -96,6 +96,19 @@ def linear_decay(cfg):
     return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(cfg.train.steps - start, 1))
 
 
+def evaluate_images(family, cfg, acc, G) -> dict:
+    """FID/IS/KID/PRC of eval.num_samples generated images, generated in slices across the ranks."""
+    from distgen.evaluation.fidelity import evaluate_generator
+    from distgen.evaluation.reference import default_cache_dir
+
+    G.eval()  # only for the duration: generate() samples with batch statistics on a copy
+    result = evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
+                                generator=G, rank=acc.process_index, world_size=acc.num_processes,
+                                gather=acc.gather, device=acc.device, cache_dir=default_cache_dir())
+    G.train()
+    return result
+
+
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg, style="adversarial")
     run = Run(cfg, acc, resume)
@@ -133,6 +146,10 @@ def train(cfg, resume: str | None = None) -> str:
     phases = phases_of(cfg, family)
     streams.open(acc, state.batches)
     guard = Guard(acc, cfg, run)
+    if cfg.eval.every > 0:  # fail now, not hours in, when FID cannot run
+        from distgen.evaluation.inception import resolve_weights
+
+        resolve_weights(cfg.eval.inception_weights)
     grid_inputs, grid_cols = family.grid_inputs(cfg.run.seed)
     last, images = cfg.train.steps, 0
     run.start(state.step)
@@ -181,6 +198,8 @@ def train(cfg, resume: str | None = None) -> str:
             grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
                              grid_cols)
             run.log_image(done, "samples", grid)
+        if cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last):
+            run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G))
         preempted = guard.preempted()
         if every(done, cfg.run.checkpoint_every, last) or preempted:
             run.save(done, meta)

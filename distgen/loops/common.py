@@ -178,12 +178,29 @@ class Run:
         return row
 
     def write_eval(self, step: int, result: dict) -> None:
+        """eval/step_<N>.json, a line in metrics.jsonl (curves), and summary.json (last and best)."""
         if self.acc.is_main_process:
             (self.dir / "eval" / f"step_{step}.json").write_text(json.dumps({"step": step, **result}, indent=1))
+            self._summarise(step, result)
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in result.items()}}) + "\n")
             if self.cfg.log.wandb.enabled:
                 self.acc.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
+
+    LOWER_IS_BETTER = ("fid", "kid_mean", "mse", "kld")
+
+    def _summarise(self, step: int, result: dict) -> None:
+        path = self.dir / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {"last": {}, "best": {}}
+        for key, value in result.items():
+            if not isinstance(value, (int, float)):
+                continue
+            summary["last"][key] = {"step": step, "value": value}
+            best = summary["best"].get(key)
+            lower = key in self.LOWER_IS_BETTER
+            if best is None or (value < best["value"] if lower else value > best["value"]):
+                summary["best"][key] = {"step": step, "value": value}
+        path.write_text(json.dumps(summary, indent=1))
 
     def log_image(self, step: int, name: str, path: Path) -> None:
         """A PNG (a sample grid) to W&B; main process only, like every tracker call."""
