@@ -219,7 +219,6 @@ class CycleGAN(Family):
     def __init__(self, cfg, info: dict, device="cpu"):
         m = cfg.model
         self.cfg, self.model_cfg, self.info, self.device = cfg, m, info, torch.device(device)
-        self.grad_scale = None  # unused: no gradient penalty
         sizes = {k: cfg.data.image_size or i.image_size for k, i in info.items()}
         if sizes["A"] != sizes["B"]:
             raise ConfigError(f"data.domain_a has {sizes['A']} px images and data.domain_b {sizes['B']} px; "
@@ -338,13 +337,13 @@ def translation_accuracy(family: CycleGAN, judges: dict, num_samples: int = 0, b
         if judge.info.class_names != family.info[src].class_names:
             raise ConfigError(f"the judge for domain {dst} knows classes {list(judge.info.class_names)}; "
                               f"domain {src} has {list(family.info[src].class_names)}")
-        root = {"A": family.cfg.data.domain_a, "B": family.cfg.data.domain_b}
+        data = family.cfg.data
+        root = {"A": data.domain_a, "B": data.domain_b}
         counts = {"translated": 0, "as_is": 0, "real": 0, "n": 0, "n_real": 0}
         for which, key in ((src, "n"), (dst, "n_real")):
-            info = load_info(dataclasses.replace(family.cfg.data, root=root[which]))
-            split = family.cfg.data.eval_split if info.splits.get(family.cfg.data.eval_split) else family.cfg.data.train_split
-            for batch in eval_batches(info.splits[split], batch_size, info, family.image_size,
-                                      crop=family.cfg.data.crop):
+            info = load_info(dataclasses.replace(data, root=root[which]))
+            split = data.eval_split if info.splits.get(data.eval_split) else data.train_split
+            for batch in eval_batches(info.splits[split], batch_size, info, family.image_size, crop=data.crop):
                 if num_samples and counts[key] >= num_samples:
                     break
                 x, y = batch["image"].to(family.device), batch["label"].to(family.device)

@@ -243,7 +243,8 @@ def attribute_accuracy(family: StarGAN, judge, num_samples: int = 1000, batch_si
     `judge`: a loaded classifier (distgen.checkpoint.load_run) with `model.target: attrs` knowing every
     selected attribute by name, or, for `model.condition: class`, a class judge of the same classes.
     Returns attr_acc (mean over labels), attr_acc_<name> per label, attr_acc_real (the judge on the
-    untranslated images against their own labels, the ceiling) and num_samples."""
+    untranslated images against their own labels, the ceiling: mean per-attribute accuracy, or class
+    accuracy for `condition: class`) and num_samples."""
     G, net = family.nets["G"].eval(), judge.nets["net"].eval()
     target = getattr(judge.model_cfg, "target", "class")
     if judge.info.channels != family.info.channels:
@@ -264,6 +265,7 @@ def attribute_accuracy(family: StarGAN, judge, num_samples: int = 1000, batch_si
         def predict(x):
             return (net(x)[:, cols] > 0).float()
 
+    exact = family.model_cfg.condition == "class"  # real images: class accuracy, not per-column agreement
     cfg = family.cfg
     info = load_info(dataclasses.replace(cfg.data, root=cfg.data.root))
     split = cfg.data.eval_split if info.splits.get(cfg.data.eval_split) else cfg.data.train_split
@@ -274,7 +276,10 @@ def attribute_accuracy(family: StarGAN, judge, num_samples: int = 1000, batch_si
             break
         batch = {k: v[:num_samples - n] if num_samples else v for k, v in batch.items()}
         x, c = batch["image"].to(family.device), family.labels(batch).to(family.device)
-        real_hits += (predict(x) == c).float().sum(0).cpu()
+        agree = predict(x) == c
+        if exact:
+            agree = agree.all(1, keepdim=True).expand_as(agree)
+        real_hits += agree.float().sum(0).cpu()
         for j, t in enumerate(family.translations(c)):
             hits[j] += (predict(G(x, t))[:, j] == t[:, j]).float().sum().cpu()
         n += len(x)
