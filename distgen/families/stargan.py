@@ -126,6 +126,7 @@ class StarGAN(Family):
     lr = GANFamily.lr
     optimizer = GANFamily.optimizer
     gradient_penalty = WGANGP.gradient_penalty  # (||grad D(x_hat)|| - 1)^2, fp16-safe via grad_scale
+    EAGER = WGANGP.EAGER  # the penalty differentiates D twice: never torch.compile D
 
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
