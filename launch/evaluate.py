@@ -80,7 +80,7 @@ def metric_images(names, cfg, family, args, accel) -> dict:
 
     return evaluate_generator(
         family, cfg, names, args.num_samples, args.inception_weights, rank=accel.process_index,
-        world_size=accel.num_processes, gather=lambda t: accel.gather(t.to(accel.device)).cpu(),
+        world_size=accel.num_processes, gather=accel.gather,
         device=family.device, seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         save_samples=args.save_samples, save_reference=args.save_reference, log=log)

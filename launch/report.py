@@ -9,7 +9,9 @@ Figures (matplotlib PNGs in RUN_DIR/report/, drawn from what the run logged):
   curves_eval.png       evaluation results over steps (metrics.jsonl eval/... rows and eval/step_<N>.json)
   curves_speed.png      img/s
   samples_over_time.png the fixed-noise grids samples/step_<N>.png side by side
-The metrics table lists eval/step_<N>.json. index.html embeds every image, so it is one portable file.
+Evaluation figures: the newest eval/<kind>_step_<N>.png of each kind (evaluate.py's grid, a VAE's
+reconstructions and t-SNE, DANN's t-SNE by class and domain, ...). The metrics table lists
+eval/step_<N>.json. index.html embeds every image, so it is one portable file.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import base64
 import html
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,7 +54,7 @@ def figures(history: list[dict], evals: dict[int, dict], out: Path) -> list[tupl
     made = []
     losses: dict[str, dict] = {}
     for key in (k for k in keys if group_of(k) == "losses"):
-        net = key.split("/")[0] if "/" in key else "loss"
+        net = key.split("/")[0] if "/" in key else "other"
         losses.setdefault(net, {})[key] = series(history, key)
     if losses:
         made.append(("Loss terms", plot_panels([(f"{net} terms", lines) for net, lines in losses.items()],
@@ -67,6 +70,16 @@ def figures(history: list[dict], evals: dict[int, dict], out: Path) -> list[tupl
         made.append(("Evaluation", plot_panels([(k[5:], {k: series(rows, k)}) for k in eval_keys],
                                                out / "curves_eval.png")))
     return made
+
+
+def family_figures(run_dir: Path) -> dict[str, tuple[int, Path]]:
+    """kind -> (step, path) of the newest eval/<kind>_step_<N>.png of every kind."""
+    newest: dict[str, tuple[int, Path]] = {}
+    for path in (run_dir / "eval").glob("*_step_*.png"):
+        match = re.fullmatch(r"(.+)_step_(\d+)\.png", path.name)
+        if match and int(match.group(2)) >= newest.get(match.group(1), (-1, None))[0]:
+            newest[match.group(1)] = (int(match.group(2)), path)
+    return dict(sorted(newest.items()))
 
 
 def metrics_tables(evals: dict[int, dict]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -109,6 +122,10 @@ def build(run_dir: Path) -> tuple[Path, Path]:
         blocks += [("img", (f"step {s}", p)) for s, p in grids]
     else:
         blocks.append(("p", "No sample grids (samples/step_<N>.png) yet."))
+    extra = family_figures(run_dir)
+    if extra:
+        blocks.append(("h2", "Evaluation figures"))
+        blocks += [("img", (f"{kind} (step {step})", png)) for kind, (step, png) in extra.items()]
     md, page = out / "index.md", out / "index.html"
     md.write_text(to_markdown(blocks, out))
     page.write_text(to_html(blocks, f"Report: {run_dir.name}"))

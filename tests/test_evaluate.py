@@ -67,10 +67,13 @@ def weights(tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gan_run(tiny, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "dcgan"
-    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={tiny}", f"run.dir={run_dir}", "train.steps=20",
-          "run.checkpoint_every=20")
-    return run_dir
+    """A 20-step DCGAN run, and next to it ("other") a 10-step one with two other settings, trained
+    back to back so both are written by the same code (for compare.py's config differences)."""
+    runs = tmp_path_factory.mktemp("runs")
+    for name, extra in (("dcgan", ["train.steps=20"]), ("other", ["train.steps=10", "optim.lr_d=1e-4", "run.seed=1"])):
+        train("dcgan_digits_smoke", *TINY_GAN, f"data.root={tiny}", f"run.dir={runs / name}",
+              "run.checkpoint_every=20", *extra)
+    return runs / "dcgan"
 
 
 def torch_fidelity_metrics(samples: Path, reference: Path, weights: Path) -> dict:
@@ -234,9 +237,10 @@ def test_report_of_a_smoke_run_has_every_figure(gan_run, two_processes):
     report = gan_run / "report"
     md, page = (report / "index.md").read_text(), (report / "index.html").read_text()
     images = md_images(md)
-    # dcgan logs D/real, D/fake, G/adv, D(x), D(G(z)), img/s; the run was evaluated; it wrote grids at 10, 20
+    # dcgan logs D/real, D/fake, G/adv, D(x), D(G(z)), img/s; it wrote grids at 10, 20; evaluate.py a grid
     for figure in ("curves_losses.png", "curves_d_outputs.png", "curves_speed.png", "curves_eval.png",
-                   "samples_over_time.png", "../samples/step_10.png", "../samples/step_20.png"):
+                   "samples_over_time.png", "../samples/step_10.png", "../samples/step_20.png",
+                   "../eval/grid_step_20.png"):
         assert figure in images, figure
     for link in images:
         assert (report / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
@@ -261,10 +265,8 @@ def launch_script(name: str):
     return module
 
 
-def test_compare_lists_exactly_the_config_keys_that_differ(gan_run, tiny, tmp_path, capsys):
-    other = tmp_path / "other"
-    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={tiny}", f"run.dir={other}", "train.steps=10",
-          "run.checkpoint_every=20", "optim.lr_d=1e-4", "run.seed=1")
+def test_compare_lists_exactly_the_config_keys_that_differ(gan_run, tmp_path, capsys):
+    other = gan_run.parent / "other"
     code = launch_script("compare").main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
                                          "--plot", str(tmp_path / "curves.png")])
     out = capsys.readouterr().out

@@ -98,6 +98,10 @@ def _metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: 
     return {KEYS[k]: float(v) for k, v in out.items() if k in KEYS}
 
 
+def _on_device(gather: Gather, device) -> Gather:
+    return lambda tensor: gather(tensor.to(device)).cpu()
+
+
 def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Path | None = None, *,
                        generator: torch.nn.Module | None = None, rank: int = 0, world_size: int = 1,
                        gather: Gather = identity, device: torch.device | str = "cpu", seed: int = 1234,
@@ -124,6 +128,8 @@ def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Pa
         raise ConfigError(f"--num-samples {num_samples}: FID/IS/KID/PRC need at least 2 images")
     layers = sorted({layer_for(m) for m in metrics})
     net = load_extractor(weights, layers, device)
+    if world_size > 1:  # NCCL gathers device tensors only: send them from `device`, keep results on the CPU
+        gather = _on_device(gather, device)
 
     G = generator if generator is not None else family.nets[family.GENERATOR]
     start, stop = my_slice(num_samples, rank, world_size)
