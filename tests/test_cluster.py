@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,9 +98,18 @@ def test_two_nodes_over_loopback_train_together(digits, tmp_path):
     port = str(free_port())
     args = ["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
             "train.steps=6"]
-    nodes = [_task(args, _env(tmp_path, NNODES="2", NPROC="2", HEAD_PORT=port, SLURM_NODEID=str(rank),
-                              LAUNCH_ARGS="--multi_gpu --mixed_precision no --dynamo_backend no"))
-             for rank in (0, 1)]
+    def node(rank):
+        return _task(args, _env(tmp_path, NNODES="2", NPROC="2", HEAD_PORT=port, SLURM_NODEID=str(rank),
+                                LAUNCH_ARGS="--multi_gpu --mixed_precision no --dynamo_backend no"))
+
+    # On one host both "nodes" match the rendezvous address; let node 0 host the store first (on a
+    # cluster they are different hosts), or node 0's launcher finds the port taken and refuses.
+    nodes = [node(0)]
+    deadline = time.time() + 120
+    while socket.socket().connect_ex(("127.0.0.1", int(port))) != 0:
+        assert nodes[0].poll() is None and time.time() < deadline, nodes[0].communicate()[1][-3000:]
+        time.sleep(0.2)
+    nodes.append(node(1))
     for node in nodes:
         out, err = node.communicate(timeout=300)
         assert node.returncode == 0, err[-3000:]
