@@ -20,8 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from distgen.checkpoint import load_run
 from distgen.errors import ConfigError, DataError
 from distgen.families.cyclegan import translation_accuracy
@@ -44,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge", default="", help="stargan: classifier run (model.target: attrs, or class)")
     parser.add_argument("--num-samples", type=int, default=0, help="test images per domain (0 = all)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     try:
         cfg, family, step = load_run(args.run_dir, args.checkpoint)
         if cfg.family == "cyclegan":

@@ -111,6 +111,7 @@ def translate_acc(capsys, *argv) -> dict:
     spec.loader.exec_module(module)
     capsys.readouterr()
     assert module.main([str(a) for a in argv]) == 0
+    assert torch.is_grad_enabled()  # nothing global left changed for the tests that follow
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
