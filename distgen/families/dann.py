@@ -50,10 +50,10 @@ from distgen.families.base import Family
 class ModelConfig:
     mode: Literal["source_only", "dann", "target_only"] = "dann"
     channels: int = 3  # the nets' input channels; both domains are converted to it
-    widths: tuple[int, ...] = (32, 48)  # feature extractor: per block 5x5 conv (no padding), ReLU, 2x2 max-pool
-    batch_norm: bool = False  # BatchNorm after every conv of the feature extractor
+    widths: tuple[int, ...] = (32, 48)  # feature extractor: per block 5x5 conv (no padding), 2x2 max-pool, ReLU
+    batch_norm: bool = False  # BatchNorm after every conv and every hidden layer of the heads
     hidden: int = 100  # units of the hidden layers of the label predictor (two) and domain classifier (one)
-    dropout: float = 0.0  # on the features, before both heads
+    dropout: float = 0.0  # Dropout2d in the last conv block and dropout after the label predictor's first layer
     domain_weight: float = 1.0  # weight of the domain loss (the Transfer-Learning-Library's trade_off)
     grl_gamma: float = 10.0  # lambda(p) = 2 / (1 + exp(-grl_gamma p)) - 1
     lr_schedule: Literal["dann", "constant"] = "dann"  # dann: optim.lr / (1 + 10 p)^0.75
@@ -92,20 +92,27 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise DataError(f"cannot convert {x.shape[1]}-channel images to model.channels={channels}")
 
 
-def feature_extractor(channels: int, size: int, widths: tuple[int, ...], batch_norm: bool) -> tuple[nn.Module, int]:
-    layers, c, side = [], channels, size
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 5), *([nn.BatchNorm2d(w)] if batch_norm else []), nn.ReLU(True), nn.MaxPool2d(2)]
+def feature_extractor(m: ModelConfig, size: int) -> tuple[nn.Module, int]:
+    """The DANN paper's digit net (with BatchNorm and dropout as in common PyTorch DANNs when asked)."""
+    layers, c, side = [], m.channels, size
+    for i, w in enumerate(m.widths):
+        layers += [nn.Conv2d(c, w, 5), *([nn.BatchNorm2d(w)] if m.batch_norm else []),
+                   *([nn.Dropout2d(m.dropout)] if m.dropout > 0 and i == len(m.widths) - 1 else []),
+                   nn.MaxPool2d(2), nn.ReLU(True)]
         c, side = w, (side - 4) // 2
     if side < 1:
-        raise ConfigError(f"model.widths: {len(widths)} conv blocks shrink a {size}px image to nothing; use fewer")
+        raise ConfigError(f"model.widths: {len(m.widths)} conv blocks shrink a {size}px image to nothing; use fewer")
     return nn.Sequential(*layers, nn.Flatten()), c * side * side
 
 
-def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
-    layers = [nn.Dropout(dropout)] if dropout > 0 else []
+def head(sizes: list[int], batch_norm: bool, dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers; the hidden ones with BatchNorm, ReLU and (after the first) dropout."""
+    layers = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers += [nn.Linear(a, b)] + ([nn.ReLU(True)] if i < len(sizes) - 2 else [])
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [*([nn.BatchNorm1d(b)] if batch_norm else []), nn.ReLU(True),
+                       *([nn.Dropout(dropout)] if dropout > 0 and i == 0 else [])]
     return nn.Sequential(*layers)
 
 
@@ -116,11 +123,11 @@ class DANN(Family):
         super().__init__(cfg, info, device)
         self.require_labels()
         m = self.model_cfg
-        features, dim = feature_extractor(m.channels, self.image_size, tuple(m.widths), m.batch_norm)
+        features, dim = feature_extractor(m, self.image_size)
         self.nets = {"features": features,
-                     "classifier": mlp([dim, m.hidden, m.hidden, info.num_classes], m.dropout)}
+                     "classifier": head([dim, m.hidden, m.hidden, info.num_classes], m.batch_norm, m.dropout)}
         if m.mode == "dann":  # only when trained: an unused net would stall DDP's gradient reduction
-            self.nets["domain"] = mlp([dim, m.hidden, 1], m.dropout)
+            self.nets["domain"] = head([dim, m.hidden, 1], m.batch_norm)
         self.progress = 0.0  # set by the loop: step / train.steps
         self.figure_samples = m.tsne_points
 
