@@ -196,6 +196,28 @@ def test_deepspeed_zero2_trains_a_single_objective_family_on_cpu(digits, tmp_pat
     assert (run_dir / "checkpoints" / "latest" / "pytorch_model").is_dir()  # a DeepSpeed engine checkpoint
 
 
+def test_deepspeed_zero2_trains_a_family_of_several_nets_as_one_engine(digits, tmp_path):
+    """The VAE (encoder + decoder) under ZeRO-2: both nets train, and each net's full weights are written
+    by name beside the engine checkpoint, so load_run / evaluate.py read them."""
+    run_dir = tmp_path / "vae"
+    result = _deepspeed(2, "vae_digits_smoke", "model.latent=8", "model.widths=[8, 16]", "train.batch_size=32",
+                        "model.tsne_points=40", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=6",
+                        "log.every=3", "eval.every=3", "run.checkpoint_every=6", "log.sample_every=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, last = (json.loads((run_dir / "eval" / f"step_{n}.json").read_text())["mse"] for n in (3, 6))
+    assert last < first  # the engine stepped both nets' parameters
+    ckpt = run_dir / "checkpoints" / "latest"
+    assert (ckpt / "pytorch_model").is_dir()
+    cfg, family, step = load_run(run_dir)  # strict load of encoder.safetensors and decoder.safetensors
+    assert step == 6 and json.loads((ckpt / "meta.json").read_text())["family_nets"] == {
+        "encoder": "encoder.safetensors", "decoder": "decoder.safetensors"}
+    torch.manual_seed(cfg.run.seed)  # the loop's initial weights (set_seed before building the family)
+    initial = type(family)(cfg, family.info, "cpu")
+    for name in ("encoder", "decoder"):  # both nets were stepped
+        assert any(not torch.equal(a, b) for a, b in zip(family.nets[name].parameters(),
+                                                         initial.nets[name].parameters())), name
+
+
 def test_deepspeed_is_refused_for_gan_families_with_the_reason(digits, tmp_path):
     result = _deepspeed(2, "dcgan_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={tmp_path / 'g'}")
     # (under DeepSpeed, accelerate's launcher reports the child's exit code 2 as a failed child)

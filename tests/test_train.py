@@ -104,8 +104,10 @@ def test_missing_data_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_skipped_bad_input_reaches_metrics(tmp_path):
-    """A corrupt image and a cut-off shard: training goes on, and metrics.jsonl counts the skips."""
+@pytest.mark.parametrize("recipe, tiny", [("dcgan_digits_smoke", TINY_GAN), ("classifier_digits", TINY_CLS)],
+                         ids=["adversarial", "single"])
+def test_skipped_bad_input_reaches_metrics(tmp_path, recipe, tiny):
+    """A corrupt image and a cut-off shard: training goes on, and metrics.jsonl counts the skips (both loops)."""
     import webdataset as wds
     from test_stream import write_shards
 
@@ -119,7 +121,7 @@ def test_skipped_bad_input_reaches_metrics(tmp_path):
     cut = data / "train-000003.tar"
     cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2 + 300])
     run_dir = tmp_path / "run"
-    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={data}", f"run.dir={run_dir}", "train.steps=20",
+    train(recipe, *tiny, f"data.root={data}", f"run.dir={run_dir}", "train.steps=20",
           "data.max_skip_fraction=0.5", "train.batch_size=8")
-    rows = metrics(run_dir)
-    assert rows[-1]["step"] == 20 and rows[-1]["data/skipped"] >= 2  # both bad inputs, at least once
+    last = [r for r in metrics(run_dir) if "img/s" in r][-1]  # the last training row (eval rows follow)
+    assert last["step"] == 20 and last["data/skipped"] >= 2  # both bad inputs, at least once

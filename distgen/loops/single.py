@@ -96,6 +96,19 @@ def first_samples(evals, n: int, cfg, device) -> dict:
             for name, (urls, info) in evals.items()}
 
 
+def one_engine(acc, cfg, nets: dict, optimizer, schedule: list):
+    """DeepSpeed drives one model per Accelerator, and a single-objective family steps all its nets with
+    one optimizer anyway: hand the engine the nets as one ModuleDict, and let the family call each net
+    directly. Under ZeRO 1-2 every rank holds whole parameters and the engine reduces gradients from
+    hooks on them, so a direct call trains through the engine; ZeRO-3 would need the engine's forward."""
+    if acc.state.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError(f"DeepSpeed ZeRO-3 partitions parameters, and family '{cfg.family}' calls its "
+                          f"{len(nets)} nets ({', '.join(nets)}) one by one. Use launch/deepspeed/zero2.yaml "
+                          f"(or zero1.yaml)")
+    engine, opt, *schedule = acc.prepare(torch.nn.ModuleDict(nets), optimizer, *schedule)
+    return {name: engine.module[name] for name in nets}, opt, schedule
+
+
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg)
     run = Run(cfg, acc, resume)
@@ -105,14 +118,14 @@ def train(cfg, resume: str | None = None) -> str:
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = family_cls(cfg, info, acc.device)
     names = list(family.nets)
-    if acc.state.deepspeed_plugin is not None and len(names) > 1:
-        raise ConfigError(f"DeepSpeed trains one net per Accelerator; family '{cfg.family}' has {len(names)} "
-                          f"({', '.join(names)}). Launch it without DeepSpeed (DDP)")
     optimizer = build_optimizer([p for n in names for p in family.nets[n].parameters()], cfg.optim, cfg.optim.lr)
     last = cfg.train.steps
     schedule = [LambdaLR(optimizer, lambda s: family.lr_factor(s / last))] if hasattr(family, "lr_factor") else []
-    prepared = acc.prepare(*family.nets.values(), optimizer, *schedule)
-    nets, opt, schedule = dict(zip(names, prepared[:len(names)])), prepared[len(names)], prepared[len(names) + 1:]
+    if acc.state.deepspeed_plugin is not None and len(names) > 1:
+        nets, opt, schedule = one_engine(acc, cfg, family.nets, optimizer, schedule)
+    else:
+        prepared = acc.prepare(*family.nets.values(), optimizer, *schedule)
+        nets, opt, schedule = dict(zip(names, prepared[:len(names)])), prepared[len(names)], prepared[len(names) + 1:]
     params = [p for net in nets.values() for p in net.parameters()]
     state = TrainState()
     acc.register_for_checkpointing(state)
@@ -129,6 +142,8 @@ def train(cfg, resume: str | None = None) -> str:
     run.start(state.step)
     for step in range(state.step, last):
         batches = {name: to_device(next(stream), acc.device) for name, stream in loaders.items()}
+        for b in batches.values():  # bad input the stream passed over since the last batch
+            stats.count("data/skipped", b.pop("skipped", 0))
         state.batches += 1
         images += sum(len(b["image"]) for b in batches.values())
         family.progress = step / last
