@@ -28,4 +28,6 @@ def machine() -> str:
 
 
 def finish(name: str, ratio: float, **fields) -> None:
-    print(json.dumps({"benchmark": name, "ratio": round(ratio, 4), **fields, "machine": machine()}))
+    """One JSON line; ratio None where nothing could be measured."""
+    print(json.dumps({"benchmark": name, "ratio": None if ratio is None else round(ratio, 4), **fields,
+                      "machine": machine()}))

@@ -1,0 +1,224 @@
+"""GPU throughput of the GAN recipes: images/s and model FLOP utilisation (MFU) of dcgan, wgan_gp and
+sagan at 64x64, over batch size, precision, channels_last and torch.compile. CUDA only.
+
+    python benchmarks/gpu.py                                   # the full grid (72 configurations)
+    python benchmarks/gpu.py --families wgan_gp --batches 256 --precisions bf16 --compile 0 1
+
+Every configuration runs the harness's own adversarial loop (distgen.loops.adversarial.train, the
+code launch/train.py runs) on the recipe's nets (recipes/dcgan_celeba.yaml, wgan_gp.yaml,
+sagan_celeba.yaml: width 64, 64x64 RGB) in a process of its own, so CUDA memory, compile caches and
+Accelerate's process-wide state start fresh each time. The input pipeline is left out: one fixed
+batch already on the GPU stands in for the shard stream (benchmarks/loader.py measures the stream).
+Precision is chosen the way `accelerate launch --mixed_precision` does (ACCELERATE_MIXED_PRECISION);
+fp32 runs with the recipes' train.tf32 on. torch.compile leaves the gradient-penalty critic eager
+(family.EAGER), as training does.
+
+images/s: real images the loop consumed per second over the second half of the run (the loop's own
+img/s; wgan_gp takes 5 critic batches per generator step). FLOPs per generator step are counted with
+torch.utils.flop_counter.FlopCounterMode on the same loop, eager fp32, as the difference between a
+2k- and a k-step run (set-up and the final sample grid cancel); MFU = FLOPs/s over the device's
+dense peak for the precision (tf32 for fp32; --peak-tflops to override). Ratios are each
+configuration's images/s over the plain one (fp32, no channels_last, no compile) of the same family
+and batch. Ends with one JSON line; its "best" names the fastest settings per family and batch.
+
+Without CUDA it says so and stops, unless --device cpu is given (a check of the script itself on
+tiny nets: tests/test_benchmarks.py).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import ROOT, digits_shards, finish, machine  # noqa: E402
+
+RECIPES = {"dcgan": "dcgan_celeba", "wgan_gp": "wgan_gp", "sagan": "sagan_celeba"}
+ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+# Dense (no sparsity) peak TFLOP/s from the vendors' data sheets; fp32 means TF32 tensor cores.
+PEAKS = {"H200": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},
+         "H100": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},  # SXM; the PCIe card is ~25% lower
+         "A100": {"fp32": 156.0, "bf16": 312.0, "fp16": 312.0},
+         "L4": {"fp32": 60.0, "bf16": 121.0, "fp16": 121.0}}
+
+
+def config_for(family: str, batch: int, steps: int, device: str, width: int, channels_last: bool, compile_: bool):
+    """The recipe, fed from the digits shards' index (resized to 64x64 RGB) only so the loop can open
+    its stream; the batches themselves come from memory."""
+    from distgen import config
+
+    return config.load(ROOT / "recipes" / f"{RECIPES[family]}.yaml", [
+        f"data.root={digits_shards()}", "data.image_size=64", "data.channels=3", "data.num_workers=0",
+        f"model.width={width}", f"train.batch_size={batch}", f"train.steps={steps}",
+        f"log.every={max(steps // 2, 1)}", f"log.sample_every={10 ** 9}", f"run.checkpoint_every={10 ** 9}",
+        "eval.every=0", f"train.channels_last={str(bool(channels_last)).lower()}",
+        f"train.compile={'inductor' if compile_ else ''}", "run.dir=unused"])
+
+
+def run_loop(cfg, device: str) -> list[dict]:
+    """distgen's adversarial loop with one in-memory batch in place of the shard stream; metrics rows."""
+    from dataclasses import replace
+
+    from distgen.loops import adversarial
+
+    gen = torch.Generator().manual_seed(0)
+    n, size = cfg.train.batch_size, cfg.data.image_size
+    batch = {"image": (torch.rand(n, 3, size, size, generator=gen) * 2 - 1).to(device)}
+    if cfg.train.channels_last:
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+    real_open, real_next = adversarial.Streams.open, adversarial.Streams.next
+    adversarial.Streams.open = lambda self, acc, start_batch: None
+    adversarial.Streams.next = lambda self, dev: (batch, n)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = adversarial.train(replace(cfg, run=replace(cfg.run, dir=f"{tmp}/run")))
+            return [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
+    finally:
+        adversarial.Streams.open, adversarial.Streams.next = real_open, real_next
+
+
+class FlopCount(TorchDispatchMode):
+    """Total FLOPs of the matmuls/convolutions dispatched, by torch.utils.flop_counter's own formulas.
+    Hand-written around them because FlopCounterMode's module tracker breaks torch.autograd.grad,
+    which the WGAN-GP gradient penalty calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def flops_per_step(args, family: str, batch: int) -> float:
+    """FLOPs of one generator step (all its phases), eager fp32: a 2k-step run minus a k-step run."""
+    counts = []
+    for steps in (args.flop_steps, 2 * args.flop_steps):
+        with FlopCount() as counter:
+            run_loop(config_for(family, batch, steps, args.device, args.width, False, False), args.device)
+        counts.append(counter.total)
+    return (counts[1] - counts[0]) / args.flop_steps
+
+
+def worker(args) -> None:
+    """One configuration in this process; prints one JSON line."""
+    os.environ["ACCELERATE_MIXED_PRECISION"] = ACCELERATE_PRECISION[args.precision]
+    if args.device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+    if args.flops:
+        print(json.dumps({"flops": flops_per_step(args, args.family, args.batch)}))
+        return
+    cfg = config_for(args.family, args.batch, args.steps, args.device, args.width, args.channels_last,
+                     args.compile)
+    rows = [r for r in run_loop(cfg, args.device) if "img/s" in r]
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device == "cuda" else 0.0
+    print(json.dumps({"img_s": rows[-1]["img/s"], "steps_s": rows[-1]["img/s"] / images_per_step(cfg),
+                      "peak_mem_gib": round(peak, 2)}))
+
+
+def images_per_step(cfg) -> int:
+    """Real images one generator step consumes (every D phase repeat takes a batch)."""
+    from distgen.families import FAMILIES
+    from distgen.loops.adversarial import phases_of
+
+    family_cls = FAMILIES[cfg.family]
+    phases = [p for p in phases_of(cfg, family_cls) if p.spec.uses_data]
+    return cfg.train.batch_size * sum(p.repeat for p in phases)
+
+
+def child(args, **fields) -> dict:
+    """Run one configuration (or a FLOP count) in a fresh process; its JSON line."""
+    cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--steps", str(args.steps),
+           "--width", str(args.width), "--flop-steps", str(args.flop_steps)]
+    for key, value in fields.items():
+        cmd += [f"--{key.replace('_', '-')}", str(int(value) if isinstance(value, bool) else value)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_tflops(args, precision: str) -> float:
+    if args.peak_tflops:
+        return args.peak_tflops
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    for key, peaks in PEAKS.items():
+        if key in name:
+            return peaks[precision]
+    return math.nan  # unknown device: no MFU (give --peak-tflops)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=list(ACCELERATE_PRECISION))
+    parser.add_argument("--channels-last", nargs="+", type=int, default=[0, 1], choices=[0, 1], dest="channels_last_")
+    parser.add_argument("--compile", nargs="+", type=int, default=[0, 1], choices=[0, 1], dest="compile_")
+    parser.add_argument("--steps", type=int, default=60, help="generator steps per configuration (timed: the second half)")
+    parser.add_argument("--flop-steps", type=int, default=2)
+    parser.add_argument("--width", type=int, default=64, help="the recipes' width; smaller only for a quick check")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    # one configuration in a child process (internal)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flops", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--family", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last-one", type=int, default=0, dest="channels_last", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-one", type=int, default=0, dest="compile", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/gpu.py measures CUDA GPUs and this machine has none; nothing measured "
+              "(--device cpu checks the script itself)")
+        print(json.dumps({"benchmark": "gpu", "ratio": None, "skipped": "no CUDA device", "machine": machine()}))
+        return
+
+    results, best, gains = [], {}, []
+    for family, batch in itertools.product(args.families, args.batches):
+        flops = child(args, flops=1, family=family, batch=batch)
+        if "error" in flops:
+            print(f"{family} batch {batch}: FLOP count failed ({flops['error']}); no MFU", flush=True)
+        flops = flops.get("flops", math.nan)
+        key, base = f"{family}/{batch}", None
+        for precision, cl, comp in itertools.product(args.precisions, args.channels_last_, args.compile_):
+            r = child(args, family=family, batch=batch, precision=precision, channels_last_one=cl, compile_one=comp)
+            row = {"family": family, "batch": batch, "precision": precision, "channels_last": bool(cl),
+                   "compile": bool(comp), "flops_per_step": flops if math.isfinite(flops) else None, **r}
+            if "img_s" in r:
+                mfu = flops * r["steps_s"] / (peak_tflops(args, precision) * 1e12)
+                row["mfu"] = round(mfu, 4) if math.isfinite(mfu) else None
+                base = base or r["img_s"]  # the first configuration measured: fp32, eager, NCHW by default
+                row["ratio"] = round(r["img_s"] / base, 3)
+                if key not in best or r["img_s"] > best[key]["img_s"]:
+                    best[key] = {k: row[k] for k in ("precision", "channels_last", "compile", "img_s", "mfu")}
+            results.append(row)
+            print(f"{family:8s} batch {batch:4d} {precision:5s} channels_last={cl} compile={comp}: "
+                  + (f"{r['img_s']:9.1f} img/s  MFU {row['mfu']}  x{row['ratio']}" if "img_s" in r
+                     else f"failed: {r['error']}"), flush=True)
+        if key in best:
+            gains.append(best[key]["img_s"] / base)
+    # ratio: the best configuration over the first one, geometric mean over families and batches
+    finish("gpu", math.exp(sum(map(math.log, gains)) / len(gains)) if gains else None, best=best,
+           results=results, configurations=len(results), measured=sum("img_s" in r for r in results))
+
+if __name__ == "__main__":
+    main()
