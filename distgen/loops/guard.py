@@ -70,7 +70,9 @@ class Guard:
         grads = [p.grad for p in params if p.grad is not None]
         if limit <= 0 or not grads:
             return True
-        ok = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        # One fused norm over all gradients (torch's foreach kernels) instead of an isfinite per tensor;
+        # a norm that overflows fp32 (gradients ~1e19) also counts as non-finite, which it is in effect.
+        ok = bool(torch.nn.utils.get_total_norm(grads).isfinite())
         self.nonfinite_in_a_row[phase] = 0 if ok else self.nonfinite_in_a_row.get(phase, 0) + 1
         if self.nonfinite_in_a_row[phase] >= limit:
             latest = self.run.dir / "checkpoints" / "latest"
