@@ -404,6 +404,26 @@ def test_cyclegan_resume_is_exact_and_translations_are_measured(digits, digits_m
     assert json.loads((straight / "eval" / "step_20.json").read_text())["acc_AB"] == out["acc_AB"]
 
 
+def test_cyclegan_two_process_resume_is_exact_with_each_ranks_pools(digits, digits_m, tmp_path):
+    """On 2 processes each rank pools its own fakes; the checkpoint holds every rank's pools
+    (family_rank<R>.pt), so 10 + resume + 10 == 20 steps there too."""
+    common = [*TINY_CYCLE, f"data.domain_a={digits}", f"data.domain_b={digits_m}", "model.pool_size=6",
+              "run.checkpoint_every=10", "run.keep_last=0", "optim.decay_start=1.0"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train("cyclegan_digits_smoke", *common, f"run.dir={straight}", "train.steps=20", launcher="accelerate2",
+          env=ONE_THREAD)
+    train("cyclegan_digits_smoke", *common, f"run.dir={split}", "train.steps=10", launcher="accelerate2",
+          env=ONE_THREAD)
+    pools = [torch.load(split / "checkpoints" / "step_10" / f"family_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert len(pools[0]["pool_A"]["images"]) == 6 and not torch.equal(pools[0]["pool_A"]["images"],
+                                                                       pools[1]["pool_A"]["images"])
+    train("cyclegan_digits_smoke", *common, f"run.dir={split}", "train.steps=20", resume="auto",
+          launcher="accelerate2", env=ONE_THREAD)
+    a, b = _weights(straight / "checkpoints" / "step_20"), _weights(split / "checkpoints" / "step_20")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
 def test_attribute_judge_and_stargan_on_celeba_layout(faces, tmp_path, capsys):
     judge, star = tmp_path / "judge", tmp_path / "star"
     train("classifier_celeba_attrs", *TINY_JUDGE, f"data.root={faces}", f"run.dir={judge}", "data.num_workers=0",

@@ -20,7 +20,8 @@ term suffixes name the domain of the images involved:
   G/cycle_A, G/cycle_B                      lambda_cycle * |G_BA(G_AB(a)) - a|_1, and B -> A -> B
   G/idt_A, G/idt_B                          lambda_identity * lambda_cycle * |G_BA(a) - a|_1, |G_AB(b) - b|_1
 Each D sees its fakes through an image history pool of `model.pool_size` (50) earlier fakes; the
-pools are checkpointed with the run (and drawn with the global torch RNG), so resume is exact.
+pools are checkpointed per rank (family_rank<R>.pt: each rank pools its own fakes) and drawn with
+the global torch RNG, so resume is exact on any number of processes.
 The lr decays linearly to 0 over the second half with `optim.decay_start: 0.5` (the loop's schedule);
 random left-right flips of training images come from the data stream (`data.hflip: true`).
 

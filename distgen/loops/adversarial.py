@@ -136,9 +136,10 @@ def train(cfg, resume: str | None = None) -> str:
     ema = (AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
            if cfg.train.ema > 0 else None)
     state = TrainState()
-    extra = {"train_state": state, "ema": ema, "family": family if hasattr(family, "state_dict") else None}
-    extra = {name: obj for name, obj in extra.items() if obj is not None}  # e.g. CycleGAN's image pools
+    extra = {name: obj for name, obj in (("train_state", state), ("ema", ema)) if obj is not None}
     acc.register_for_checkpointing(*extra.values())
+    if hasattr(family, "state_dict"):  # e.g. CycleGAN's image pools: each rank pools its own fakes
+        run.per_rank["family"] = family
     meta = checkpoint_meta(acc, names, list(extra), streams.family_info)
     if not run.resume():
         set_seed(cfg.run.seed + acc.process_index)  # each rank draws its own noise from here on

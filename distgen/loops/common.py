@@ -143,6 +143,10 @@ class Run:
         accelerator.wait_for_everyone()
         self.bar = None
         self.totals: dict[str, float] = {}
+        # name -> object with state_dict/load_state_dict that differs per rank (e.g. CycleGAN's image
+        # pools); Accelerate saves registered objects from the main process only, so these are written
+        # by every rank as <name>_rank<R>.pt.
+        self.per_rank: dict[str, object] = {}
         self._clock = time.perf_counter()
 
     # -- progress and metrics -----------------------------------------------------------------
@@ -216,6 +220,11 @@ class Run:
         if self.resume_from is None:
             return False
         self.acc.load_state(str(self.resume_from))
+        for name, obj in self.per_rank.items():
+            saved = sorted(self.resume_from.glob(f"{name}_rank*.pt"))
+            if saved:  # the same rank's state; resumed on more processes, a saved rank's state modulo
+                mine = self.resume_from / f"{name}_rank{self.acc.process_index % len(saved)}.pt"
+                obj.load_state_dict(torch.load(mine, map_location="cpu", weights_only=True))
         if self.acc.is_main_process:
             tqdm.write(f"resumed from {self.resume_from}")
         return True
@@ -234,6 +243,8 @@ class Run:
         self.acc.wait_for_everyone()
         try:
             self.acc.save_state(str(tmp))
+            for name, obj in self.per_rank.items():
+                torch.save(obj.state_dict(), tmp / f"{name}_rank{self.acc.process_index}.pt")
             if self.acc.state.deepspeed_plugin is not None and nets:
                 # DeepSpeed writes engine shards; also write each net's full weights by name for evaluate.py.
                 meta = {**meta, "family_nets": {}}
