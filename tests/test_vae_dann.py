@@ -150,6 +150,13 @@ def test_vae_smoke_run_measures_the_whole_test_split_and_draws(digits, tmp_path)
     assert Image.open(run_dir / "eval" / "tsne_step_30.png").size[0] > 200
     rows = metrics(run_dir)
     assert all(math.isfinite(r["mse"]) and math.isfinite(r["kld"]) for r in rows if "mse" in r)
+    # evaluate.py measures the checkpoint the way the loop did
+    result = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "test"], env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed["num_test"] == evals[30]["num_test"]
+    assert printed["mse"] == pytest.approx(evals[30]["mse"], rel=1e-4)
+    assert printed["kld"] == pytest.approx(evals[30]["kld"], rel=1e-4)
 
 
 @pytest.mark.parametrize("family", ["vae", "dann"])

@@ -41,7 +41,7 @@ def cache_key(data_cfg, urls: list[str], split: str, image_size: int, layers: li
     """Everything the reference features depend on, by content; its hash names the cache file."""
     shards = [file_sha256(u) if Path(u).is_file() else f"url:{u}" for u in urls]  # remote shards: by name only
     return {"index_sha256": file_sha256(index_file(data_cfg)), "shards_sha256": shards, "split": split,
-            "image_size": image_size, "extractor": EXTRACTOR, "layers": sorted(layers),
+            "image_size": image_size, "crop": data_cfg.crop, "extractor": EXTRACTOR, "layers": sorted(layers),
             "weights_sha256": file_sha256(weights), "torch_fidelity": torch_fidelity.__version__}
 
 
@@ -66,7 +66,8 @@ def reference_features(net, layers: list[str], data_cfg, info, image_size: int, 
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     local: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     seen = 0
-    for batch in eval_batches(urls, batch_size, info, image_size, rank=rank, world_size=world_size):
+    for batch in eval_batches(urls, batch_size, info, image_size, rank=rank, world_size=world_size,
+                              crop=data_cfg.crop):  # the real images as training sees them (centre crop)
         images = to_uint8(batch["image"])
         if save_dir:  # item j of this rank is item j * world + rank of the split
             save_pngs(images, range(seen * world_size + rank, (seen + len(images)) * world_size, world_size),

@@ -75,7 +75,7 @@ def eval_sums(family, models, evals, cfg, rank=0, world=1, device="cpu") -> dict
     sums: dict[str, torch.Tensor] = {}
     for stream, (urls, info) in evals.items():
         for batch in eval_batches(urls, cfg.train.batch_size, info, cfg.data.image_size, rank, world,
-                                  cfg.data.attrs):
+                                  cfg.data.attrs, crop=cfg.data.crop):
             for k, v in family.evaluate(to_device(batch, device), models).items():
                 key = f"{stream}/{k}" if stream else k
                 sums[key] = sums.get(key, 0) + v.double()
@@ -92,7 +92,8 @@ def evaluate(family, models, evals, cfg, acc) -> dict:
 
 def first_samples(evals, n: int, cfg, device) -> dict:
     """The first n samples of every eval split, for figures (main process only)."""
-    return {name: to_device(next(eval_batches(urls, n, info, cfg.data.image_size, attrs=cfg.data.attrs)), device)
+    return {name: to_device(next(eval_batches(urls, n, info, cfg.data.image_size, attrs=cfg.data.attrs,
+                                                          crop=cfg.data.crop)), device)
             for name, (urls, info) in evals.items()}
 
 
