@@ -151,19 +151,24 @@ def test_transforms_channels_crop_flip(ids):
 # ---------------------------------------------------------------- bad input at run time
 
 
-@pytest.fixture(scope="module")
-def broken(tmp_path_factory) -> Path:
-    """Shard 1 holds a corrupt PNG; shard 3 is cut off in the middle of a sample."""
-    out = write_shards(tmp_path_factory.mktemp("broken") / "broken")
+def write_broken_shards(out: Path, corrupt: int = 5, **kwargs) -> Path:
+    """write_shards, then sample `corrupt` of shard 1 becomes a corrupt PNG and shard 3 is cut off in
+    the middle of a sample."""
+    out = write_shards(out, **kwargs)
     shard = out / "train-000001.tar"
     samples = list(wds.WebDataset(str(shard), shardshuffle=False))
-    samples[5]["png"] = b"\x89PNG\r\n\x1a\n" + b"not an image" * 8
+    samples[corrupt]["png"] = b"\x89PNG\r\n\x1a\n" + b"not an image" * 8
     with wds.TarWriter(str(shard)) as sink:
         for s in samples:
             sink.write({k: v for k, v in s.items() if k in ("__key__", "png", "cls")})
     truncated = out / "train-000003.tar"
     truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2 + 300])
     return out
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> Path:
+    return write_broken_shards(tmp_path_factory.mktemp("broken") / "broken")
 
 
 def test_corrupt_image_and_truncated_tar_are_skipped_and_counted(broken, caplog):

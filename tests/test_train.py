@@ -108,18 +108,9 @@ def test_missing_data_is_a_clear_error(tmp_path):
                          ids=["adversarial", "single"])
 def test_skipped_bad_input_reaches_metrics(tmp_path, recipe, tiny):
     """A corrupt image and a cut-off shard: training goes on, and metrics.jsonl counts the skips (both loops)."""
-    import webdataset as wds
-    from test_stream import write_shards
+    from test_stream import write_broken_shards
 
-    data = write_shards(tmp_path / "broken", size=16)
-    shard = data / "train-000001.tar"
-    samples = list(wds.WebDataset(str(shard), shardshuffle=False))
-    samples[2]["png"] = b"\x89PNG\r\n\x1a\n" + b"not an image" * 8
-    with wds.TarWriter(str(shard)) as sink:
-        for s in samples:
-            sink.write({k: v for k, v in s.items() if k in ("__key__", "png", "cls")})
-    cut = data / "train-000003.tar"
-    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2 + 300])
+    data = write_broken_shards(tmp_path / "broken", corrupt=2, size=16)
     run_dir = tmp_path / "run"
     train(recipe, *tiny, f"data.root={data}", f"run.dir={run_dir}", "train.steps=20",
           "data.max_skip_fraction=0.5", "train.batch_size=8")
