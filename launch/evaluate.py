@@ -136,16 +136,21 @@ def main(argv: list[str] | None = None) -> int:
                              Path(args.run_dir) / "eval" / f"grid_step_{step}.png", cols)
             out["grid"] = str(grid)
     except (ConfigError, DataError) as exc:
-        if main_process:
-            print(f"error: {exc}", file=sys.stderr)
+        # every rank says it: an error on one rank only (its shard, its device) must not pass silently
+        where = f"[rank {accel.process_index}] " if accel.num_processes > 1 else ""
+        print(f"{where}error: {exc}", file=sys.stderr)
         return 2
-    if not main_process:
-        return 0
-    path = Path(args.run_dir) / "eval" / f"step_{step}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**previous, **out}, indent=1))
-    print(json.dumps(out))
+    if main_process:
+        path = Path(args.run_dir) / "eval" / f"step_{step}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**previous, **out}, indent=1))
+        print(json.dumps(out))
+    # No rank leaves while another still uses the process group, and it is torn down cleanly: a
+    # rank that simply exited first could abort in gloo's teardown ("terminate called"), and the
+    # launcher then kills the others.
+    accel.wait_for_everyone()
+    accel.end_training()
     return 0
 
 
