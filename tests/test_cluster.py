@@ -181,9 +181,9 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(digits, tm
     assert step < 50 and all(torch.isfinite(p).all() for net in family.nets.values() for p in net.parameters())
 
 
-def _deepspeed(zero, recipe, *overrides):
+def _deepspeed(zero, recipe, *overrides, precision="no"):
     return run([str(BIN / "accelerate"), "launch", "--config_file", f"launch/deepspeed/zero{zero}.yaml",
-                "launch/train.py", f"recipes/{recipe}.yaml", *overrides])
+                "--mixed_precision", precision, "launch/train.py", f"recipes/{recipe}.yaml", *overrides])
 
 
 def test_deepspeed_zero2_trains_a_single_objective_family_on_cpu(digits, tmp_path):
@@ -197,17 +197,21 @@ def test_deepspeed_zero2_trains_a_single_objective_family_on_cpu(digits, tmp_pat
 
 
 def test_deepspeed_zero2_trains_a_family_of_several_nets_as_one_engine(digits, tmp_path):
-    """The VAE (encoder + decoder) under ZeRO-2: both nets train, and each net's full weights are written
-    by name beside the engine checkpoint, so load_run / evaluate.py read them."""
+    """The VAE (encoder + decoder, with BatchNorm) under ZeRO-2 in bf16: both nets train, and each net's
+    full weights are written by name beside the engine checkpoint, so load_run / evaluate.py read them."""
     run_dir = tmp_path / "vae"
     result = _deepspeed(2, "vae_digits_smoke", "model.latent=8", "model.widths=[8, 16]", "train.batch_size=32",
                         "model.tsne_points=40", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=6",
-                        "log.every=3", "eval.every=3", "run.checkpoint_every=6", "log.sample_every=6")
+                        "log.every=3", "eval.every=3", "run.checkpoint_every=6", "log.sample_every=6",
+                        precision="bf16")
     assert result.returncode == 0, result.stderr[-3000:]
     first, last = (json.loads((run_dir / "eval" / f"step_{n}.json").read_text())["mse"] for n in (3, 6))
     assert last < first  # the engine stepped both nets' parameters
     ckpt = run_dir / "checkpoints" / "latest"
     assert (ckpt / "pytorch_model").is_dir()
+    evaluated = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "test"])
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["mse"] == pytest.approx(last, rel=1e-4)
     cfg, family, step = load_run(run_dir)  # strict load of encoder.safetensors and decoder.safetensors
     assert step == 6 and json.loads((ckpt / "meta.json").read_text())["family_nets"] == {
         "encoder": "encoder.safetensors", "decoder": "decoder.safetensors"}

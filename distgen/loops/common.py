@@ -60,6 +60,11 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
         # We feed batches ourselves (no prepared DataLoader), so tell DeepSpeed the micro-batch size.
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
         plugin.deepspeed_config.setdefault("gradient_accumulation_steps", cfg.train.grad_accum)
+        if acc.mixed_precision in ("bf16", "fp16"):
+            # DeepSpeed casts parameters to bf16/fp16 but keeps buffers fp32 unless told otherwise, and
+            # BatchNorm refuses half weights with fp32 running statistics: cast the buffers too (a
+            # deepspeed config of your own may say otherwise).
+            plugin.deepspeed_config.setdefault("data_types", {}).setdefault("buffer_dtype", acc.mixed_precision)
     return acc
 
 

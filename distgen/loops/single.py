@@ -61,7 +61,7 @@ def frozen_copies(nets: dict, acc) -> dict:
     stay per rank; DDP keeps the weights equal). A collective: every rank calls it at the same step."""
     out = {}
     for name, net in nets.items():
-        net = copy.deepcopy(acc.unwrap_model(net)).eval()
+        net = copy.deepcopy(acc.unwrap_model(net)).eval().float()  # fp32 even where DeepSpeed trains in bf16/fp16
         if acc.num_processes > 1:
             for buf in net.buffers():
                 buf.copy_(broadcast(buf.clone(), from_process=0))
@@ -110,6 +110,14 @@ def one_engine(acc, cfg, nets: dict, optimizer, schedule: list):
     return {name: engine.module[name] for name in nets}, opt, schedule
 
 
+def engine_dtype(acc) -> torch.dtype | None:
+    """Under DeepSpeed with bf16/fp16 the engine holds the nets' weights in that dtype and, unlike DDP
+    under Accelerate, wraps no autocast around forward: the batches' images must be cast to it."""
+    if acc.state.deepspeed_plugin is None:
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(acc.mixed_precision))
+
+
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg)
     run = Run(cfg, acc, resume)
@@ -139,6 +147,7 @@ def train(cfg, resume: str | None = None) -> str:
                                        pin_memory=acc.device.type == "cuda"))
                for i, (name, (urls, stream_info)) in enumerate(trains.items())}
     guard = Guard(acc, cfg, run)
+    half = engine_dtype(acc)
     images = 0
     run.start(state.step)
     for step in range(state.step, last):
@@ -148,6 +157,9 @@ def train(cfg, resume: str | None = None) -> str:
         state.batches += 1
         images += sum(len(b["image"]) for b in batches.values())
         family.progress = step / last
+        if half is not None:
+            batches = {n: {k: v.to(half) if v.is_floating_point() else v for k, v in b.items()}
+                       for n, b in batches.items()}
         terms = family.loss(unnamed(batches), nets)
         opt.zero_grad(set_to_none=True)
         acc.backward(torch.stack([t.float() for t in terms.values()]).sum())
