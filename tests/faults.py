@@ -3,7 +3,10 @@
     python tests/faults.py FAULT recipes/X.yaml key=value ...
 
 FAULT: kill_in_save (SIGKILL in the middle of the second checkpoint write), disk_full (the second
-checkpoint write fails with ENOSPC), nan_once (D's loss is NaN at step 3 only), nan_always (from step 3 on).
+checkpoint write fails with ENOSPC), nan_once (D's loss is NaN at step 3 only), nan_always (from step 3 on),
+overflow_above_64 (D's loss is inf while the loss scale is above 64: an fp16 overflow that loss-scale
+backoff cures). With FAULT_CPU_SCALER=S the accelerator gets a CPU GradScaler with initial scale S, as
+Accelerate gives fp16 runs on CUDA (it gives none on a CPU), so the loop's fp16 path runs here.
 """
 import errno
 import os
@@ -43,11 +46,29 @@ calls = {"n": 0}
 def nan_d_terms(self, real_logit, fake_logit):
     calls["n"] += 1
     terms = original_d_terms(self, real_logit, fake_logit)
-    if calls["n"] == 3 or (fault == "nan_always" and calls["n"] >= 3):
+    if fault == "overflow_above_64":
+        if self.grad_scale is not None and self.grad_scale() > 64:
+            terms["D/real"] = terms["D/real"] * float("inf")
+    elif calls["n"] == 3 or (fault == "nan_always" and calls["n"] >= 3):
         terms["D/real"] = terms["D/real"] * float("nan")
     return terms
 
 
+if os.environ.get("FAULT_CPU_SCALER"):
+    import torch
+
+    from distgen.loops import adversarial
+
+    original_make = adversarial.make_accelerator
+
+    def make_with_scaler(cfg, style="single"):
+        acc = original_make(cfg, style)
+        acc.scaler = torch.amp.GradScaler("cpu", init_scale=float(os.environ["FAULT_CPU_SCALER"]))
+        return acc
+
+    adversarial.make_accelerator = make_with_scaler
+
+
 Accelerator.save_state = faulty_save
-DCGAN.d_terms = nan_d_terms if fault.startswith("nan") else original_d_terms
+DCGAN.d_terms = nan_d_terms if fault.startswith(("nan", "overflow")) else original_d_terms
 sys.exit(train.main(argv))

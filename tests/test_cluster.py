@@ -132,8 +132,9 @@ def test_a_killed_rank_ends_the_run_in_bounded_time(digits, tmp_path):
     assert proc.returncode != 0 and time.time() - start < 60
 
 
-def _faulty(fault, *args):
-    return run([sys.executable, "tests/faults.py", fault, "recipes/dcgan_digits_smoke.yaml", *TINY_GAN, *args])
+def _faulty(fault, *args, env=None):
+    return run([sys.executable, "tests/faults.py", fault, "recipes/dcgan_digits_smoke.yaml", *TINY_GAN, *args],
+               env=env)
 
 
 def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(digits, tmp_path):
@@ -179,6 +180,29 @@ def test_too_many_non_finite_steps_stop_with_the_last_good_checkpoint(digits, tm
     named = result.stderr.split("Last good checkpoint: ")[1].split()[0]
     _, family, step = load_run(run_dir, named)  # skipped steps never wrote NaN into the weights
     assert step < 50 and all(torch.isfinite(p).all() for net in family.nets.values() for p in net.parameters())
+
+
+def test_fp16_overflow_is_left_to_the_grad_scaler_which_backs_off(digits, tmp_path):
+    """fp16 (a GradScaler): D overflows while the scale is above 64. The scaler must step (and skip) so
+    its scale comes down; a guard that skipped the step itself would hold the scale and stop the run."""
+    run_dir = tmp_path / "fp16"
+    result = _faulty("overflow_above_64", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=20",
+                     "log.every=10", "train.max_nonfinite=3", env={"FAULT_CPU_SCALER": str(2.0 ** 16)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (r for r in metrics(run_dir) if "D/skipped" in r)
+    assert first["D/skipped"] == pytest.approx(10 / 10)  # 2^16 -> 64: ten skipped D steps, then it trains
+    assert second["D/skipped"] == 0 and first["G/skipped"] == second["G/skipped"] == 0
+    _, family, _ = load_run(run_dir)
+    assert all(torch.isfinite(p).all() for net in family.nets.values() for p in net.parameters())
+
+
+def test_fp16_non_finite_below_scale_one_stops_the_run(digits, tmp_path):
+    run_dir = tmp_path / "fp16nan"
+    result = _faulty("nan_always", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=50",
+                     "train.max_nonfinite=3", env={"FAULT_CPU_SCALER": "4"})
+    assert result.returncode == 3 and "3 D steps in a row had non-finite gradients" in result.stderr
+    skipped = [r["D/skipped"] for r in metrics(run_dir) if "D/skipped" in r]
+    assert skipped and max(skipped) > 0  # the scaler skipped them (scale 4 -> 2 -> 1 -> 0.5 ...) before the stop
 
 
 def _deepspeed(zero, recipe, *overrides, precision="no"):

@@ -173,15 +173,24 @@ def train(cfg, resume: str | None = None) -> str:
                     acc.backward(torch.stack([t.float() for t in terms.values()]).sum(),
                                  inputs=[p for n in phase.spec.nets for p in params[n]])
                     stepping = [p for n in phase.spec.nets for p in params[n]]
-                    finite = not acc.sync_gradients or guard.finite(stepping, step, phase.name)
-                    if acc.sync_gradients:
-                        stats.report("nonfinite_skipped", float(not finite))
+                    # fp16: the GradScaler finds inf/NaN itself, skips the step and lowers its scale (had
+                    # the guard skipped its step, the scale would never come down); otherwise the guard.
+                    scaled = acc.scaler is not None
+                    finite = scaled or not acc.sync_gradients or guard.finite(stepping, step, phase.name)
                     for n in phase.spec.nets:  # no-ops until the last micro-batch (accumulate)
                         if finite:
                             opts[n].step()
                         opts[n].zero_grad(set_to_none=True)
-                        if acc.scaler is not None and acc.sync_gradients:  # fp16: inf/NaN grads skip a step
-                            stats.report(f"{n}/skipped", float(opts[n].step_was_skipped))
+                    if acc.sync_gradients:
+                        if scaled:
+                            skipped = [opts[n].step_was_skipped for n in phase.spec.nets]
+                            for n, was in zip(phase.spec.nets, skipped):
+                                stats.report(f"{n}/skipped", float(was))
+                            # a skip while the scale is still above 1 is the scaler finding its level;
+                            # below 1 the gradients are non-finite unscaled, and count toward the stop
+                            finite = not any(skipped)
+                            guard.record(finite or acc.scaler.get_scale() >= 1.0, step, phase.name)
+                        stats.report("nonfinite_skipped", float(not finite))
                 for name, value in terms.items():
                     stats.report(name, value)
         for sched in scheds:

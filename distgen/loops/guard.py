@@ -72,7 +72,18 @@ class Guard:
             return True
         # One fused norm over all gradients (torch's foreach kernels) instead of an isfinite per tensor;
         # a norm that overflows fp32 (gradients ~1e19) also counts as non-finite, which it is in effect.
-        ok = bool(torch.nn.utils.get_total_norm(grads).isfinite())
+        if any(g.dtype in (torch.float16, torch.bfloat16) for g in grads):  # their norm could overflow
+            ok = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        else:
+            ok = bool(torch.nn.utils.get_total_norm(grads).isfinite())
+        return self.record(ok, step, phase)
+
+    def record(self, ok: bool, step: int, phase: str = "") -> bool:
+        """Count a step whose gradients were (not) finite, however that was found (here, or by fp16's
+        GradScaler); raise after train.max_nonfinite in a row within one phase."""
+        limit = self.cfg.train.max_nonfinite
+        if limit <= 0:
+            return ok
         self.nonfinite_in_a_row[phase] = 0 if ok else self.nonfinite_in_a_row.get(phase, 0) + 1
         if self.nonfinite_in_a_row[phase] >= limit:
             latest = self.run.dir / "checkpoints" / "latest"

@@ -163,10 +163,17 @@ def train(cfg, resume: str | None = None) -> str:
         terms = family.loss(unnamed(batches), nets)
         opt.zero_grad(set_to_none=True)
         acc.backward(torch.stack([t.float() for t in terms.values()]).sum())
-        finite = guard.finite(params, step)  # gradients already all-reduced
-        stats.report("nonfinite_skipped", float(not finite))
+        # Gradients are already all-reduced. fp16 under DDP: the GradScaler checks them, skips the step
+        # and lowers its scale. Under DeepSpeed the engine stepped inside backward (its own fp16 loss
+        # scaler), so no gradients are left to check here.
+        scaled = acc.scaler is not None
+        finite = scaled or guard.finite(params, step)
         if finite:
             opt.step()
+        if scaled:  # a skip at a scale >= 1 is the scaler finding its level; below 1 it counts toward the stop
+            finite = not opt.step_was_skipped
+            guard.record(finite or acc.scaler.get_scale() >= 1.0, step)
+        stats.report("nonfinite_skipped", float(not finite))
         for sched in schedule:
             sched.step()
         for name, value in terms.items():
