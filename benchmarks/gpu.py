@@ -138,7 +138,8 @@ def images_per_step(cfg) -> int:
 
     family_cls = FAMILIES[cfg.family]
     phases = [p for p in phases_of(cfg, family_cls) if p.spec.uses_data]
-    return cfg.train.batch_size * sum(p.repeat for p in phases)
+    # a phase with `every` k runs on one step in k; each optimizer step takes grad_accum micro-batches
+    return cfg.train.batch_size * cfg.train.grad_accum * sum(p.repeat / p.every for p in phases)
 
 
 def child(args, **fields) -> dict:
@@ -198,7 +199,7 @@ def main() -> None:
         if "error" in flops:
             print(f"{family} batch {batch}: FLOP count failed ({flops['error']}); no MFU", flush=True)
         flops = flops.get("flops", math.nan)
-        key, base = f"{family}/{batch}", None
+        key, rows = f"{family}/{batch}", []
         for precision, cl, comp in itertools.product(args.precisions, args.channels_last_, args.compile_):
             r = child(args, family=family, batch=batch, precision=precision, channels_last_one=cl, compile_one=comp)
             row = {"family": family, "batch": batch, "precision": precision, "channels_last": bool(cl),
@@ -206,17 +207,21 @@ def main() -> None:
             if "img_s" in r:
                 mfu = flops * r["steps_s"] / (peak_tflops(args, precision) * 1e12)
                 row["mfu"] = round(mfu, 4) if math.isfinite(mfu) else None
-                base = base or r["img_s"]  # the first configuration measured: fp32, eager, NCHW by default
-                row["ratio"] = round(r["img_s"] / base, 3)
                 if key not in best or r["img_s"] > best[key]["img_s"]:
                     best[key] = {k: row[k] for k in ("precision", "channels_last", "compile", "img_s", "mfu")}
-            results.append(row)
+            rows.append(row)
             print(f"{family:8s} batch {batch:4d} {precision:5s} channels_last={cl} compile={comp}: "
-                  + (f"{r['img_s']:9.1f} img/s  MFU {row['mfu']}  x{row['ratio']}" if "img_s" in r
-                     else f"failed: {r['error']}"), flush=True)
-        if key in best:
-            gains.append(best[key]["img_s"] / base)
-    # ratio: the best configuration over the first one, geometric mean over families and batches
+                  + (f"{r['img_s']:9.1f} img/s  MFU {row['mfu']}" if "img_s" in r else f"failed: {r['error']}"),
+                  flush=True)
+        # ratios against the plain configuration (fp32, NCHW, eager), when it was in the grid and ran
+        plain = next((r["img_s"] for r in rows if "img_s" in r and (r["precision"], r["channels_last"],
+                                                                    r["compile"]) == ("fp32", False, False)), None)
+        for row in rows:
+            row["ratio"] = round(row["img_s"] / plain, 3) if plain and "img_s" in row else None
+        if plain and key in best:
+            gains.append(best[key]["img_s"] / plain)
+        results += rows
+    # ratio: the best configuration over the plain one, geometric mean over families and batches
     finish("gpu", math.exp(sum(map(math.log, gains)) / len(gains)) if gains else None, best=best,
            results=results, configurations=len(results), measured=sum("img_s" in r for r in results))
 

@@ -50,7 +50,8 @@ def metric_acc(names, cfg, family, args, accel) -> dict:
         sums = eval_sums(family, nets, streams(type(family), cfg, "eval"), cfg, device=family.device)
         return {k: round(v, 6) for k, v in family.finish_eval({k: float(v) for k, v in sums.items()}).items()}
     if not hasattr(family, "class_inputs"):
-        raise ConfigError(f"metric 'acc' needs a class-conditioned family; '{cfg.family}' is not one")
+        raise ConfigError(f"metric '{names[0]}' needs a class-conditioned family or a single-objective run; "
+                          f"'{cfg.family}' is neither (fid, isc, kid, prc measure its samples)")
     judge_dir = args.classifier or cfg.eval.classifier
     if not judge_dir:
         raise ConfigError("metric 'acc' needs a judge: set eval.classifier=RUN_DIR in the recipe or pass "

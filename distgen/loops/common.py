@@ -63,7 +63,8 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
         if acc.mixed_precision in ("bf16", "fp16"):
             # DeepSpeed casts parameters to bf16/fp16 but keeps buffers fp32 unless told otherwise, and
             # BatchNorm refuses half weights with fp32 running statistics: cast the buffers too (a
-            # deepspeed config of your own may say otherwise).
+            # deepspeed config of your own may say otherwise). The price: running statistics rounded
+            # to bf16/fp16 (a few percent), which the fp32 evaluation copies inherit.
             plugin.deepspeed_config.setdefault("data_types", {}).setdefault("buffer_dtype", acc.mixed_precision)
     return acc
 
@@ -230,6 +231,9 @@ class Run:
             if saved:  # the same rank's state; resumed on more processes, a saved rank's state modulo
                 mine = self.resume_from / f"{name}_rank{self.acc.process_index % len(saved)}.pt"
                 obj.load_state_dict(torch.load(mine, map_location="cpu", weights_only=True))
+            elif self.acc.is_main_process:
+                tqdm.write(f"warning: {self.resume_from} holds no {name}_rank*.pt (an older checkpoint); "
+                           f"the {name} state (e.g. CycleGAN's image pools) starts empty")
         if self.acc.is_main_process:
             tqdm.write(f"resumed from {self.resume_from}")
         return True
