@@ -60,6 +60,9 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
         # We feed batches ourselves (no prepared DataLoader), so tell DeepSpeed the micro-batch size.
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
         plugin.deepspeed_config.setdefault("gradient_accumulation_steps", cfg.train.grad_accum)
+        # DeepSpeed derives train_batch_size = micro-batch x accumulation x its world size; a value
+        # filled in here from Accelerate's process count can disagree (on CPU Accelerate counts 1)
+        plugin.deepspeed_config.pop("train_batch_size", None)
         if acc.mixed_precision in ("bf16", "fp16"):
             # DeepSpeed casts parameters to bf16/fp16 but keeps buffers fp32 unless told otherwise, and
             # BatchNorm refuses half weights with fp32 running statistics: cast the buffers too (a
