@@ -28,6 +28,16 @@ def digits(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def digits_m(tmp_path_factory) -> Path:
+    """The embedded MNIST-M analogue (python -m shards digits-m): digits' target / second domain."""
+    out = tmp_path_factory.mktemp("shards") / "digits-m"
+    from shards.__main__ import main
+
+    assert main(["digits-m", "--out", str(out)]) == 0
+    return out
+
+
 def free_port() -> int:
     """A port nobody listens on now, so concurrent 2-process runs never share a rendezvous."""
     with socket.socket() as sock:

@@ -63,15 +63,6 @@ def grid_size(path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def digits_m(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards") / "digits-m"
-    from shards.__main__ import main
-
-    assert main(["digits-m", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """A tiny CelebA release in its real layout (hair colour = the image's colour), converted at 32 px."""
     src, out = tmp_path_factory.mktemp("raw") / "celeba", tmp_path_factory.mktemp("shards") / "celeba"

@@ -34,16 +34,6 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def digits_m(tmp_path_factory):
-    """The embedded MNIST-M analogue by the real converter: the target domain of digits."""
-    out = tmp_path_factory.mktemp("shards") / "digits-m"
-    from shards.__main__ import main
-
-    assert main(["digits-m", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def dann_data(digits, digits_m):
     return [f"data.source={digits}", f"data.target={digits_m}"]
 
