@@ -186,10 +186,7 @@ def train(cfg, resume: str | None = None) -> str:
                             skipped = [opts[n].step_was_skipped for n in phase.spec.nets]
                             for n, was in zip(phase.spec.nets, skipped):
                                 stats.report(f"{n}/skipped", float(was))
-                            # a skip while the scale is still above 1 is the scaler finding its level;
-                            # below 1 the gradients are non-finite unscaled, and count toward the stop
-                            finite = not any(skipped)
-                            guard.record(finite or acc.scaler.get_scale() >= 1.0, step, phase.name)
+                            finite = guard.scaler_stepped(any(skipped), step, phase.name)
                         stats.report("nonfinite_skipped", float(not finite))
                 for name, value in terms.items():
                     stats.report(name, value)

@@ -78,6 +78,13 @@ class Guard:
             ok = bool(torch.nn.utils.get_total_norm(grads).isfinite())
         return self.record(ok, step, phase)
 
+    def scaler_stepped(self, skipped: bool, step: int, phase: str = "") -> bool:
+        """fp16: the GradScaler took or skipped the step (and lowered its scale). A skip while the scale is
+        still >= 1 is the scaler finding its level; below 1 the gradients are non-finite unscaled and
+        count toward the stop. Returns whether the step was taken."""
+        self.record(not skipped or self.acc.scaler.get_scale() >= 1.0, step, phase)
+        return not skipped
+
     def record(self, ok: bool, step: int, phase: str = "") -> bool:
         """Count a step whose gradients were (not) finite, however that was found (here, or by fp16's
         GradScaler); raise after train.max_nonfinite in a row within one phase."""

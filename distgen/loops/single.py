@@ -170,9 +170,8 @@ def train(cfg, resume: str | None = None) -> str:
         finite = scaled or guard.finite(params, step)
         if finite:
             opt.step()
-        if scaled:  # a skip at a scale >= 1 is the scaler finding its level; below 1 it counts toward the stop
-            finite = not opt.step_was_skipped
-            guard.record(finite or acc.scaler.get_scale() >= 1.0, step)
+        if scaled:
+            finite = guard.scaler_stepped(opt.step_was_skipped, step)
         stats.report("nonfinite_skipped", float(not finite))
         for sched in schedule:
             sched.step()
