@@ -93,6 +93,7 @@ class RunConfig:
     checkpoint_every: int = 500
     keep_last: int = 3  # step checkpoints kept on disk (0 = keep all)
     collective_timeout: int = 600  # seconds a rank waits in a collective before the run fails (a dead peer)
+    accept_new_data_order: bool = False  # resume under another world size / data.num_workers / precision
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sys
 from distgen import config
 from distgen.errors import ConfigError, DataError, TrainingError
 from distgen.families import FAMILIES
+from distgen.loops.run_dir import note_failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr_d=1e-4 train.steps=500")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--resume", default=None, help="'auto' or a checkpoint / run dir")
+    parser.add_argument("--accept-new-data-order", action="store_true",
+                        help="resume under another world size, data.num_workers or mixed precision "
+                             "(= run.accept_new_data_order=true)")
     args = parser.parse_args(argv)
     try:
-        cfg = config.load(args.recipe, args.overrides)
+        overrides = args.overrides + (["run.accept_new_data_order=true"] if args.accept_new_data_order else [])
+        cfg = config.load(args.recipe, overrides)
         if args.dry_run:
             print(config.dump(cfg), end="")
             return 0
@@ -35,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             from distgen.loops.single import train
         train(cfg, args.resume)
     except (ConfigError, DataError) as exc:
+        note_failure(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingError as exc:
+        note_failure(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 3
     return 0

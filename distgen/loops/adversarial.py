@@ -209,7 +209,7 @@ def train(cfg, resume: str | None = None) -> str:
             run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G))
         preempted = guard.preempted()
         if every(done, cfg.run.checkpoint_every, last) or preempted:
-            run.save(done, meta)
+            run.save(done, meta, nets)
         if preempted:
             guard.requeue(done)
             break

@@ -1,0 +1,203 @@
+"""The run dir of one training run: which folder, which checkpoint to resume, who holds it, what ran.
+
+    accelerate launch launch/train.py RECIPE.yaml [run.dir=DIR] [--resume auto|DIR|DIR/checkpoints/step_<N>]
+
+Choosing (main process only; the loops' `Run` shares the choice with every rank):
+  - `--resume auto` without run.dir continues the run of this recipe whose last checkpoint is the
+    newest by time (`runs/<recipe>/slurm-<id>` and timestamped dirs compared by when they saved, not
+    by name); with run.dir it continues that dir, or starts it if it holds no checkpoint yet.
+  - `checkpoints/latest` naming a missing checkpoint is an error that lists the ones there, never a
+    fresh start over a run that has checkpoints.
+
+Holding: the main process holds an exclusive `flock` on RUN_DIR/.lock for the life of the run. A second
+start on the same dir (also `--resume auto`) is refused at once with the holder's pid and host. The
+kernel drops the lock when the holder dies, so a lock left by a killed run (kill -9, a node reboot, a
+SLURM requeue) never blocks. flock rather than a pid file because a pid file cannot tell a dead holder
+from a live one on another host.
+
+Recording: RUN_DIR/run.json holds the facts a config.yaml cannot: the command line, the distgen git
+commit, world size, machines, data.num_workers, mixed precision, host, when it started and ended, and
+whether it stopped early and why. Each resume appends the previous session to "sessions".
+
+A start that fails before training (bad data path, missing Inception weights, a refused lock) removes
+the run dir it created, so no empty run dirs pile up.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distgen.errors import ConfigError
+
+STEP_DIR = re.compile(r"step_(\d+)")
+_failure: list[str] = []  # why this process is stopping with an error (set by launch/train.py)
+
+
+def note_failure(message: str) -> None:
+    """Record why training stopped with an error, for run.json (launch/train.py calls it)."""
+    _failure.append(message)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- choosing the run dir and the checkpoint ------------------------------------------------------
+
+def checkpoint_steps(ckdir: Path) -> dict[int, Path]:
+    """step -> checkpoints/step_<N> folder, complete ones only (a meta.json is written last)."""
+    out = {}
+    for path in ckdir.glob("step_*") if ckdir.is_dir() else []:
+        match = STEP_DIR.fullmatch(path.name)
+        if match and (path / "meta.json").is_file():
+            out[int(match.group(1))] = path
+    return dict(sorted(out.items()))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    latest = run_dir / "checkpoints" / "latest"
+    return latest.is_symlink() or latest.exists() or bool(checkpoint_steps(run_dir / "checkpoints"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The complete checkpoint `latest` names; a dangling or missing `latest` is an error, never "none"."""
+    ckdir = run_dir / "checkpoints"
+    latest = ckdir / "latest"
+    if (latest / "meta.json").is_file():
+        return latest.resolve()
+    there = ", ".join(p.name for p in checkpoint_steps(ckdir).values()) or "none"
+    named = f"names {os.readlink(latest)}, which is missing or incomplete" if latest.is_symlink() else "is missing"
+    newest = list(checkpoint_steps(ckdir).values())[-1:] or [ckdir / "step_<N>"]
+    raise ConfigError(f"{latest} {named} (checkpoints there: {there}); refusing to start this run again from "
+                      f"step 0. Resume one explicitly: --resume {newest[0]}")
+
+
+def newest_run(base: Path) -> Path | None:
+    """The run dir under `base` whose checkpoint was written last (by time: slurm-<id> and timestamped
+    names do not sort by age)."""
+    def saved_at(run_dir: Path) -> float:
+        latest = run_dir / "checkpoints" / "latest"
+        times = [p.stat().st_mtime for p in checkpoint_steps(run_dir / "checkpoints").values()]
+        if latest.is_symlink():
+            times.append(latest.lstat().st_mtime)
+        return max(times, default=0.0)
+
+    runs = [p for p in base.glob("*") if p.is_dir() and has_checkpoint(p)] if base.is_dir() else []
+    return max(runs, key=saved_at) if runs else None
+
+
+def resolve(cfg, resume: str | None) -> tuple[Path, Path | None]:
+    """(run dir, checkpoint to resume from or None) for this start (main process)."""
+    base = Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.recipe or cfg.family).strip("._") or "run")
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else None
+    if resume not in (None, "auto"):
+        ckpt = Path(resume)
+        if ckpt.is_dir() and (ckpt / "checkpoints").is_dir():  # a run dir: take its latest
+            return (run_dir or ckpt), latest_checkpoint(ckpt)
+        if not (ckpt / "meta.json").is_file():
+            raise ConfigError(f"--resume '{resume}' is not a checkpoint (no meta.json); pass a run dir, "
+                              f"RUN/checkpoints/step_<N> or --resume auto")
+        ckpt = ckpt.resolve()
+        return (run_dir or ckpt.parent.parent), ckpt
+    if resume == "auto" and run_dir is None:
+        run_dir = newest_run(base)
+    if run_dir is None:
+        run_dir = base / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if has_checkpoint(run_dir):
+        if resume != "auto":
+            raise ConfigError(f"run dir '{run_dir}' already has checkpoints; pass --resume auto to continue "
+                              f"it, or choose another run.dir=...")
+        return run_dir, latest_checkpoint(run_dir)
+    return run_dir, None
+
+
+# -- holding it --------------------------------------------------------------------------------
+
+class RunLock:
+    """An exclusive flock on RUN_DIR/.lock, held by the main process until it exits or `release()`."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.file = open(self.path, "a+")  # not "w": truncating would erase the holder's name
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            try:
+                holder = json.loads(self.file.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            self.file.close()
+            raise ConfigError(
+                f"run dir '{run_dir}' is in use by a live run: pid {holder.get('pid', '?')} on host "
+                f"{holder.get('host', '?')} (started {holder.get('started', '?')}). Two runs in one dir would "
+                f"corrupt each other; wait for it to end, stop it, or choose another run.dir=...") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                                    "command": sys.argv}))
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()  # closing the only descriptor drops the flock
+
+
+# -- recording what ran ------------------------------------------------------------------------
+
+def git_commit() -> dict:
+    """The distgen checkout's commit and whether tracked files differ from it (None outside git)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return {"commit": None, "commit_dirty": None}
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": head.stdout.strip(), "commit_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "commit_dirty": None}
+
+
+class RunRecord:
+    """RUN_DIR/run.json: what ran, where, and how it ended (main process only)."""
+
+    def __init__(self, run_dir: Path, topology: dict, steps: int):
+        self.path, self.steps = run_dir / "run.json", steps
+        self.facts = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [], **git_commit(),
+                      **topology, "host": socket.gethostname(), "train_steps": steps}
+        self.data: dict = {}
+
+    def start(self, step: int, resumed_from: Path | None) -> None:
+        previous = json.loads(self.path.read_text()) if self.path.is_file() else None
+        sessions = previous.pop("sessions", []) + [previous] if previous else []
+        self.data = {**self.facts, "started": now(), "ended": None, "status": "running", "first_step": step,
+                     "last_step": step, "resumed_from": str(resumed_from) if resumed_from else None,
+                     "stopped_early": None, "why": None, "sessions": sessions}
+        self._write()
+
+    def end(self, last_step: int, why: str | None = None, failed: bool = False) -> None:
+        early = last_step < self.steps
+        status = "failed" if failed else ("stopped early" if early else "finished")
+        self.data.update(ended=now(), status=status, last_step=last_step, stopped_early=early,
+                         why=why if early or failed else None)
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+def discard(run_dir: Path) -> None:
+    """Remove a run dir this start created and never trained in (only our own files can be in it)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
