@@ -6,7 +6,9 @@
 Markdown goes to stdout. Final metrics are the last logged value of every metrics.jsonl key and
 the newest eval/step_<N>.json as eval/<key> (from W&B: the run summary, with the same names,
 since the loops log the same keys there). Only config keys whose values differ are listed;
-run.dir is left out (it differs for every run and names the columns). --plot (default
+run.dir is left out (it differs for every run and names the columns). How each run ran
+(RUN_DIR/run.json: mixed precision, world size, machines, data.num_workers, distgen commit, how it
+ended) is listed per run and compared like config keys, as run.json/<fact>. --plot (default
 compare_curves.png) gets one panel per logged key with one line per run; --csv FILE writes one row
 per run. The W&B path reads config, summary and history through wandb's public API (wandb.Api).
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from distgen.errors import ConfigError, DataError
 from distgen.evaluation.plots import plot_panels, series
-from distgen.evaluation.runs import RunData, flatten, is_number, load_run_dir, short_names
+from distgen.evaluation.runs import RunData, describe, flatten, is_number, load_run_dir, short_names
 
 IGNORED_CONFIG = ("run.dir",)
 MISSING = "–"
@@ -66,6 +68,8 @@ def markdown(runs: list[RunData], diff: list[str], plot: Path | None) -> str:
     lines = ["## Final metrics", ""]
     lines += header("metric") + [f"| {k} | " + " | ".join(fmt(r.final.get(k, MISSING)) for r in runs) + " |"
                                  for k in metrics] if metrics else ["No metrics logged."]
+    if any(r.facts for r in runs):
+        lines += ["", "## How each run ran (run.json)", ""] + [f"- {r.name}: {describe(r.facts)}" for r in runs]
     lines += ["", "## Config keys that differ", ""]
     lines += header("key") + [f"| {k} | " + " | ".join(fmt(r.config.get(k, MISSING)) for r in runs) + " |"
                               for k in diff] if diff else ["None: the configs are identical."]

@@ -11,7 +11,8 @@ Figures (matplotlib PNGs in RUN_DIR/report/, drawn from what the run logged):
   samples_over_time.png the fixed-noise grids samples/step_<N>.png side by side
 Evaluation figures: the newest eval/<kind>_step_<N>.png of each kind (evaluate.py's grid, a VAE's
 reconstructions and t-SNE, DANN's t-SNE by class and domain, ...). The metrics table lists
-eval/step_<N>.json. index.html embeds every image, so it is one portable file.
+eval/step_<N>.json. The first paragraph says how the run ran (run.json: mixed precision, world size,
+machines, workers, commit, how it ended). index.html embeds every image, so it is one portable file.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import yaml
 
 from distgen.errors import ConfigError, DataError
 from distgen.evaluation.plots import image_strip, plot_panels, series
-from distgen.evaluation.runs import is_number, read_evals, read_history, require_run_dir, sample_grids
+from distgen.evaluation.runs import (describe, is_number, read_evals, read_facts, read_history, require_run_dir,
+                                     sample_grids)
 
 COUNTS = ("num_samples", "num_reference", "kid_subset_size")  # bookkeeping, not curves
 
@@ -107,7 +109,8 @@ def build(run_dir: Path) -> tuple[Path, Path]:
     blocks: list[tuple] = [("h1", f"Report: {run_dir.name}"),
                            ("p", f"recipe `{cfg.get('recipe', '')}`, family `{cfg.get('family', '')}`, "
                                  f"last logged step {last} of {cfg.get('train', {}).get('steps', '?')}; "
-                                 f"run dir `{run_dir}`")]
+                                 f"run dir `{run_dir}`"),
+                           ("p", f"How it ran (run.json): {describe(read_facts(run_dir))}")]
     blocks.append(("h2", "Metrics"))
     tables = metrics_tables(evals)
     blocks += [("table", t) for t in tables] or [("p", "No evaluation results yet (eval/step_<N>.json); "

@@ -1,4 +1,4 @@
-"""Reading what a training run left in its run dir: flat config, learning-curve history, eval results.
+"""Reading what a training run left in its run dir: flat config, run.json facts, learning-curve history, eval results.
 
 Used by launch/report.py and launch/compare.py; no torch import, so both start quickly.
 """
@@ -22,6 +22,7 @@ class RunData:
     config: dict = field(default_factory=dict)  # dotted keys -> values
     history: list[dict] = field(default_factory=list)  # rows with "step" and named values
     final: dict = field(default_factory=dict)  # metric -> last value
+    facts: dict = field(default_factory=dict)  # run.json: how it ran (precision, world size, commit, ...)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -52,21 +53,61 @@ def read_config(run_dir: Path) -> dict:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """metrics.jsonl rows (one JSON object per log step, each with "step"); [] if there is none."""
+    """metrics.jsonl rows (one JSON object per log step, each with "step"); [] if there is none.
+
+    A last line without its newline that is not JSON was cut by a kill: it is left out (the next
+    resume drops it from the file too); any other bad line is an error naming it."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
+    text = path.read_text()
+    lines = text.split("\n")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
+            if n == len(lines):  # the last line, without a newline: cut mid-write
+                break
             raise DataError(f"{path}, line {n}: not JSON ({exc.msg})") from None
         if isinstance(row, dict) and "step" in row:
             rows.append(row)
     return rows
+
+
+FACTS = ("mixed_precision", "world_size", "machines", "num_workers", "commit", "commit_dirty", "status",
+         "stopped_early", "why")  # run.json facts that tell runs apart (not host, times or command line)
+
+
+def read_facts(run_dir: Path) -> dict:
+    """run.json (written by the training loops since it exists; {} for older runs)."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc.msg})") from None
+    return facts if isinstance(facts, dict) else {}
+
+
+def describe(facts: dict) -> str:
+    """One line about how a run ran, from its run.json."""
+    if not facts:
+        return "no run.json (a run from before distgen recorded it)"
+    commit = facts.get("commit")
+    parts = [f"mixed precision {facts.get('mixed_precision', '?')}",
+             f"world size {facts.get('world_size', '?')} on {facts.get('machines', '?')} machine(s)",
+             f"data.num_workers {facts.get('num_workers', '?')}",
+             f"commit {commit[:12] if commit else 'unknown'}{' (uncommitted changes)' if facts.get('commit_dirty') else ''}",
+             f"host {facts.get('host', '?')}", f"{facts.get('status', '?')}"]
+    if facts.get("why"):
+        parts[-1] += f" ({facts['why']})"
+    if facts.get("started"):
+        parts.append(f"started {facts['started']}, ended {facts.get('ended') or 'not recorded'}")
+    return ", ".join(parts)
 
 
 def read_evals(run_dir: Path) -> dict[int, dict]:
@@ -109,7 +150,9 @@ def load_run_dir(run_dir: str | Path, name: str = "") -> RunData:
     if evals:
         newest = evals[max(evals)]
         final.update({f"eval/{k}": v for k, v in newest.items() if k != "step" and is_number(v)})
-    return RunData(name or str(run_dir), read_config(run_dir), history, final)
+    facts = read_facts(run_dir)
+    config = {**read_config(run_dir), **{f"run.json/{k}": facts[k] for k in FACTS if k in facts}}
+    return RunData(name or str(run_dir), config, history, final, facts)
 
 
 def short_names(paths: list[str]) -> list[str]:
