@@ -68,7 +68,7 @@ def test_rollback_moves_the_abandoned_branch_aside_and_auto_continues_the_new_on
     ckpts = run_dir / "checkpoints"
     assert _latest(run_dir) == "step_30" and (ckpts / "step_30" / "meta.json").is_file()
     aside = list((run_dir / "abandoned").glob("*/checkpoints"))
-    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == [f"step_{s}" for s in (40, 50, 60)]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == [f"step_{s}" for s in (30, 40, 50, 60)]
 
     again = train("dcgan_digits_smoke", *common, "train.steps=35", "run.keep_last=2", resume="auto")
     assert f"resumed from {ckpts / 'step_30'}" in again.stdout + again.stderr
@@ -161,6 +161,27 @@ def test_wandb_continues_its_run_rewound_to_the_resumed_step(tmp_path):
     assert acc.kwargs["resume_from"] == f"{run_id}?_step=40" and "resume" not in acc.kwargs
 
 
+def test_a_checkpoint_with_accelerates_numbered_model_files_still_resumes_and_loads(digits, tmp_path):
+    """Checkpoints from before nets were written by name hold model.safetensors / model_1.safetensors."""
+    from distgen.checkpoint import load_run
+
+    run_dir = tmp_path / "old"
+    common = [*TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "run.checkpoint_every=5"]
+    train("dcgan_digits_smoke", *common, "train.steps=5")
+    ckpt = run_dir / "checkpoints" / "step_5"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert list(meta["family_nets"].items()) == [("G", "G.safetensors"), ("D", "D.safetensors")]
+    assert not list(ckpt.glob("model*.safetensors"))  # no private numbering any more
+    for i, net in enumerate(meta["family_nets"]):  # make it an old-style checkpoint
+        (ckpt / f"{net}.safetensors").rename(ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors"))
+    meta["family_nets"] = {"G": "model.safetensors", "D": "model_1.safetensors"}
+    del meta["topology"]
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    assert load_run(run_dir)[2] == 5
+    train("dcgan_digits_smoke", *common, "train.steps=10", resume="auto")
+    assert _steps(run_dir) == [5, 10] and load_run(run_dir)[2] == 10
+
+
 # -- item 7: one live run per run dir ---------------------------------------------------------------
 
 def test_a_second_start_on_a_live_run_dir_is_refused_and_a_killed_run_never_blocks(digits, tmp_path):
@@ -233,15 +254,16 @@ def test_a_really_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(d
 
     run_dir = small_disk / "run"
     common = [*TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "run.checkpoint_every=4", "run.keep_last=0",
-              "log.sample_every=0"]
+              "log.sample_every=1000"]
     train("dcgan_digits_smoke", *common, "train.steps=4")
     size = sum(p.stat().st_size for p in (run_dir / "checkpoints" / "step_4").iterdir())
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-    (small_disk / "filler").write_bytes(b"\0" * max(free - int(size * leave) - 16384, 0))
+    grid = (run_dir / "samples" / "step_4.png").stat().st_size  # the last step's grid is written before the save
+    (small_disk / "filler").write_bytes(b"\0" * max(free - int(size * leave) - 2 * grid - 16384, 0))
     result = run(_args(digits, run_dir, *common[len(TINY_GAN) + 2:], "train.steps=8", "--resume", "auto"))
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "could not write checkpoint step_8" in result.stderr
-    assert "step_4" in result.stderr  # the intact previous checkpoint, named
+    assert "step_4" in result.stderr and "MiB free there" in result.stderr  # the intact checkpoint, named
     ckpts = run_dir / "checkpoints"
     assert _latest(run_dir) == "step_4" and not list(ckpts.glob(".*.tmp")) and not (ckpts / "step_8").exists()
     assert load_run(run_dir)[2] == 4

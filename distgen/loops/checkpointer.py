@@ -207,7 +207,8 @@ class Checkpointer:
                 shutil.rmtree(tmp, ignore_errors=True)
             latest = ckdir / "latest"
             previous = latest.resolve().name if (latest / "meta.json").exists() else "none"
-            why = (getattr(error, "strerror", None) or str(error)) if error else "a write failed on another rank"
+            why = ((getattr(error, "strerror", None) or f"{type(error).__name__}: {error}") if error
+                   else "a write failed on another rank")
             try:
                 free = f"; {shutil.disk_usage(ckdir).free / 2**20:.1f} MiB free there"
             except OSError:
