@@ -5,6 +5,8 @@
 
 `--dry-run` prints the resolved config and exits. `--resume auto` continues the newest run of the
 recipe (or run.dir=...) from checkpoints/latest, or starts fresh if there is none.
+`--accept-new-data-order` resumes a checkpoint written under another world size, data.num_workers or
+mixed precision (refused otherwise; distgen/loops/checkpointer.py says why).
 """
 from __future__ import annotations
 

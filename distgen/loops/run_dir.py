@@ -121,34 +121,50 @@ def resolve(cfg, resume: str | None) -> tuple[Path, Path | None]:
 
 # -- holding it --------------------------------------------------------------------------------
 
+_held: list[int] = []  # descriptors of the locks this process holds
+
+
+def _drop_in_child() -> None:
+    """A forked child (a DataLoader worker) closes its copies of the lock descriptors: the lock then
+    lives exactly as long as the main process (flock goes when the last descriptor closes)."""
+    for fd in _held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
+
+
 class RunLock:
     """An exclusive flock on RUN_DIR/.lock, held by the main process until it exits or `release()`."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
-        self.file = open(self.path, "a+")  # not "w": truncating would erase the holder's name
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # no O_TRUNC: keep the holder's name
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.seek(0)
             try:
-                holder = json.loads(self.file.read() or "{}")
-            except json.JSONDecodeError:
+                holder = json.loads(os.read(self.fd, 65536).decode() or "{}")
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 holder = {}
-            self.file.close()
+            os.close(self.fd)
             raise ConfigError(
                 f"run dir '{run_dir}' is in use by a live run: pid {holder.get('pid', '?')} on host "
                 f"{holder.get('host', '?')} (started {holder.get('started', '?')}). Two runs in one dir would "
                 f"corrupt each other; wait for it to end, stop it, or choose another run.dir=...") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
-                                    "command": sys.argv}))
-        self.file.flush()
+        _held.append(self.fd)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                                      "command": sys.argv}).encode())
 
     def release(self) -> None:
-        if not self.file.closed:
-            self.file.close()  # closing the only descriptor drops the flock
+        if self.fd in _held:
+            _held.remove(self.fd)
+            os.close(self.fd)  # closing the last descriptor drops the flock
 
 
 # -- recording what ran ------------------------------------------------------------------------
