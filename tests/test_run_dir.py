@@ -231,6 +231,38 @@ def test_topology_changes_name_world_size_and_precision():
     assert topology_changes({"world_size": 8}, now) == []  # an older checkpoint records only its world size
 
 
+def test_the_replica_check_names_the_parameter_that_drifted(tmp_path):
+    """Two ranks' fingerprints where one parameter differs on rank 1: ranks.json and the warning name it."""
+    import torch
+
+    from distgen import config
+    from distgen.loops.checkpointer import Checkpointer
+
+    class TwoRanks:  # the Accelerator surface check_ranks uses; rank 1 holds a drifted D.1.weight
+        num_processes, process_index, is_main_process, mixed_precision = 2, 0, True, "no"
+
+        def register_save_state_pre_hook(self, hook): pass
+        def register_load_state_pre_hook(self, hook): pass
+        def unwrap_model(self, net): return net
+
+        def gather(self, mine):
+            other = mine.clone()
+            other[0, drifted] *= 1.5
+            return torch.cat([mine, other])
+
+    nets = {"G": torch.nn.Sequential(torch.nn.Linear(3, 4)), "D": torch.nn.Sequential(torch.nn.Linear(4, 2),
+                                                                                       torch.nn.ReLU(), torch.nn.Linear(2, 1))}
+    names = [f"{n}.{p}" for n in sorted(nets) for p, _ in nets[n].named_parameters()]
+    drifted = names.index("D.2.weight")
+    cfg = config.load(str(ROOT / SMOKE))
+    checker = Checkpointer(tmp_path, cfg, TwoRanks(), {})
+    assert checker.check_ranks(nets, step=40) is False
+    ranks = json.loads((tmp_path / "ranks.json").read_text())
+    assert ranks["drifted"] == ["D.2.weight"] and ranks["step"] == 40 and not ranks["in_sync"]
+    drifted = []  # and in sync when nothing differs
+    assert checker.check_ranks(nets, step=50) is True
+
+
 # -- item 10: a real full disk ---------------------------------------------------------------------
 
 @pytest.fixture
