@@ -134,7 +134,10 @@ class Run:
             run_dir_mod.discard(self.dir)
         elif self._started and self.record is not None:
             why = "; ".join(run_dir_mod._failure) or "the process exited with an error"
-            self.record.end(self.step, why, failed=True)
+            try:
+                self.record.end(self.step, why, failed=True)
+            except OSError:  # e.g. the full disk that stopped the run; the error was printed already
+                pass
 
     # -- progress and metrics -----------------------------------------------------------------
 

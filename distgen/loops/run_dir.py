@@ -194,7 +194,10 @@ class RunRecord:
         self.data: dict = {}
 
     def start(self, step: int, resumed_from: Path | None) -> None:
-        previous = json.loads(self.path.read_text()) if self.path.is_file() else None
+        try:
+            previous = json.loads(self.path.read_text()) if self.path.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = None  # a run.json cut by a full disk: its sessions are lost, the run is not
         sessions = previous.pop("sessions", []) + [previous] if previous else []
         self.data = {**self.facts, "started": now(), "ended": None, "status": "running", "first_step": step,
                      "last_step": step, "resumed_from": str(resumed_from) if resumed_from else None,
