@@ -227,7 +227,9 @@ def test_topology_changes_name_world_size_and_precision():
 
     now = {"world_size": 8, "machines": 2, "num_workers": 4, "mixed_precision": "bf16"}
     saved = {"topology": {"world_size": 4, "machines": 1, "num_workers": 4, "mixed_precision": "no"}}
-    assert topology_changes(saved, now) == ["world size 4 -> 8", "machines 1 -> 2", "mixed precision no -> bf16"]
+    assert topology_changes(saved, now) == ["world size 4 -> 8", "mixed precision no -> bf16"]
+    same_ranks = {"topology": {**now, "machines": 1}}  # 8 ranks on one machine, then on two: same data
+    assert topology_changes(same_ranks, now) == []
     assert topology_changes({"world_size": 8}, now) == []  # an older checkpoint records only its world size
 
 

@@ -49,9 +49,10 @@ def topology(acc, cfg) -> dict:
 
 
 def topology_changes(saved: dict, now: dict) -> list[str]:
-    """'world size 2 -> 1', ... for every recorded fact that differs (older checkpoints record fewer)."""
-    names = {"world_size": "world size", "machines": "machines", "num_workers": "data.num_workers",
-             "mixed_precision": "mixed precision"}
+    """'world size 2 -> 1', ... for every recorded fact that differs (older checkpoints record fewer).
+    The number of machines is recorded but not compared: at the same world size every rank reads the
+    same data and state whichever machine it runs on."""
+    names = {"world_size": "world size", "num_workers": "data.num_workers", "mixed_precision": "mixed precision"}
     recorded = saved.get("topology", {"world_size": saved["world_size"]} if "world_size" in saved else {})
     return [f"{names[k]} {recorded[k]} -> {now[k]}" for k in names if k in recorded and recorded[k] != now[k]]
 
