@@ -87,7 +87,8 @@ class Run:
     def __init__(self, cfg, accelerator: Accelerator, resume: str | None):
         self.cfg, self.acc = cfg, accelerator
         self.lock = self.record = None
-        self._created = self._started = self._finished = False
+        self._created: Path | None = None  # what this start created, removed if it never trains
+        self._started = self._finished = False
         choice: list = [None]
         if accelerator.is_main_process:
             choice[0] = self._claim(resume)
@@ -111,15 +112,18 @@ class Run:
         """Main process: choose the run dir and checkpoint, and lock the dir (a dict to broadcast)."""
         try:
             run_dir, ckpt = run_dir_mod.resolve(self.cfg, resume)
-            self._created = not run_dir.exists()
+            created = run_dir  # the outermost folder this start creates (runs/<recipe>/ too, the first time)
+            while not created.parent.exists() and created.parent != created:
+                created = created.parent
+            self._created = created if not run_dir.exists() else None
             run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 self.lock = run_dir_mod.RunLock(run_dir)
             except ConfigError:
                 if self._created:
-                    run_dir_mod.discard(run_dir)
+                    run_dir_mod.discard(self._created)
                 raise
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:  # every rank stops with the same message, none waits forever
             return {"error": str(exc)}
         atexit.register(self._at_exit)
         return {"dir": str(run_dir), "ckpt": str(ckpt) if ckpt else None}
@@ -131,7 +135,7 @@ class Run:
         if not self._started and self._created:
             if self.lock is not None:
                 self.lock.release()
-            run_dir_mod.discard(self.dir)
+            run_dir_mod.discard(self._created)
         elif self._started and self.record is not None:
             why = "; ".join(run_dir_mod._failure) or "the process exited with an error"
             try:
