@@ -16,6 +16,24 @@ from distgen.errors import ConfigError, DataError, TrainingError
 from distgen.families import FAMILIES
 
 
+INCEPTION_METRICS = ("fid", "isc", "kid", "prc")
+
+
+def check_inception_weights(cfg) -> None:
+    """Periodic FID/IS/KID/PRC in training need local InceptionV3 weights: say so before training starts,
+    in the recipe's terms (the loop checks again; this wording names the keys a train.py user sets)."""
+    from distgen.evaluation.inception import URL_INCEPTION_V3, WEIGHTS_ENV, resolve_weights
+
+    if FAMILIES[cfg.family].STYLE != "adversarial" or cfg.eval.every <= 0:
+        return
+    if not any(m in INCEPTION_METRICS for m in cfg.eval.metrics):
+        return
+    resolve_weights(cfg.eval.inception_weights, how=(
+        f"set eval.inception_weights=PATH (or {WEIGHTS_ENV}=PATH) to a local copy of torch-fidelity's "
+        f"InceptionV3 weights (download once from {URL_INCEPTION_V3}), or eval.every=0 to train without periodic "
+        f"evaluation"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      usage="train.py RECIPE.yaml [key=value ...] [--dry-run] [--resume auto|PATH]")
@@ -23,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr_d=1e-4 train.steps=500")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--resume", default=None, help="'auto' or a checkpoint / run dir")
-    args = parser.parse_args(argv)
+    # Intermixed: overrides may come before or after the flags (`RECIPE --resume auto train.steps=1000`).
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = config.load(args.recipe, args.overrides)
         if args.dry_run:
             print(config.dump(cfg), end="")
             return 0
+        check_inception_weights(cfg)
         if FAMILIES[cfg.family].STYLE == "adversarial":
             from distgen.loops.adversarial import train
         else:
