@@ -59,7 +59,7 @@ def npy_image(data: bytes) -> np.ndarray:
     """H x W x C uint8 view of a decode-free sample (checks the size, so a cut-off one raises)."""
     size_bytes = 2 if data[6:7] == b"\x01" else 4
     shape, offset = _npy_header(bytes(data[:8 + size_bytes + int.from_bytes(data[8:8 + size_bytes], "little")]))
-    pixels = np.frombuffer(data, np.uint8, offset=offset)
+    pixels = np.frombuffer(bytearray(data), np.uint8, offset=offset)  # a writable copy, as a decoded PNG is
     if pixels.size != int(np.prod(shape)):
         raise ValueError(f".npy image holds {pixels.size} bytes for shape {shape}: cut short")
     pixels = pixels.reshape(shape)
