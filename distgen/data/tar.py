@@ -98,9 +98,11 @@ def not_adjacent(url: str, key: str, ext: str) -> DataError:
                      f"the index (`python -m shards index ...`)")
 
 
-def wrong_count(url: str, read: int, expected: int) -> DataError:
+def wrong_count(url: str, read: int, expected: int, more: bool = False) -> DataError:
     folder = url.rsplit("/", 1)[0] if "/" in url else "."
-    return DataError(f"shard '{url}' holds {read} samples but index.json says {expected}; the index does not "
+    holds = f"holds more than the {expected} samples index.json says" if more else \
+        f"holds {read} samples but index.json says {expected}"
+    return DataError(f"shard '{url}' {holds}; the index does not "
                      f"describe this shard (replaced or hand-written?), and training on it would skip or repeat "
                      f"samples. Remake the index with `python -m shards index {folder}`")
 
@@ -130,6 +132,8 @@ def read_shard(url: str, skips: Skips, expected: int | None = None):
             if current is None:
                 if key in done:
                     raise not_adjacent(url, key, ext.lower())
+                if expected is not None and len(done) >= expected:  # a sample beyond the index's count
+                    raise wrong_count(url, len(done) + 1, expected, more=True)
                 current = {"__key__": key, "__url__": url}
             current[ext.lower()] = data
         if current is not None:
