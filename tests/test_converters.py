@@ -1,4 +1,4 @@
-"""Shard converters on tiny fixtures in each dataset's real on-disk layout (see DATASETS.md).
+"""Shard converters on tiny fixtures in each dataset's real on-disk layout (see docs/data.md).
 
 Every format and layout is converted through the real CLI entry point; the tests check split
 counts, labels, attributes, tags, image size and channels, that an unreadable image is skipped and
