@@ -3,7 +3,7 @@
     python launch/train.py recipes/dcgan_celeba.yaml data.cache=device     # CelebA 64x64 is 2.5 GB of uint8
 
 At start each process reads its share of the split's shards once (decoded, at the stored size, in the
-recipe's channels) into one N x H x W x C uint8 tensor, in host memory (`ram`) or on the training
+recipe's channels) into one N x C x H x W uint8 tensor, in host memory (`ram`) or on the training
 device (`device`), with the labels and attributes beside it. Batches are then cut from it without
 decoding or DataLoader workers: the indices are gathered, and the crop, flip, scale to [-1, 1] and
 resize run on the whole batch where it lives (on the GPU for `device`).
@@ -29,6 +29,7 @@ import random
 import time
 
 import torch
+import torch.nn.functional as F
 import webdataset as wds
 
 from distgen.data.samples import Skips, Transform, log
@@ -117,7 +118,7 @@ class CachedBatches:
             if show and time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
                 log.warning(f"{self.where}: read {i + 1}/{len(self.urls)} shards, {n} images")
-        self.images = images[:n].to(self.device)
+        self.images = images[:n].permute(0, 3, 1, 2).contiguous().to(self.device)  # N C H W: batches need no permute
         self.labels = torch.tensor(labels, dtype=torch.long).to(self.device) if self.transform.labels else None
         self.attrs = torch.tensor(attrs, dtype=torch.float32).to(self.device) if attrs and len(attrs) == n else None
         if show:
@@ -166,7 +167,7 @@ class CachedBatches:
                     stream = itertools.islice(stream, offset, None)
                 yield from stream
 
-        side = self.images.shape[1]
+        side = self.images.shape[2]
         rng, batch, choices, epochs = None, [], [], []
         for index in indices():
             if not batch and self.transform.random:
@@ -180,18 +181,27 @@ class CachedBatches:
                 batch, choices, epochs = [], [], []
 
     def _make(self, batch: list[int], choices: list[tuple], epochs: list[int]) -> dict:
+        """One batch where the tensor lives: gather, crop, flip, scale, resize. The same arithmetic as
+        Transform.batch on the same pixels, so the values are the stream's exactly."""
         dev = self.device
         ids = torch.tensor(batch, device=dev)
-        images = self.images[ids]  # N H W C, a copy
-        c = choices[0][2]
-        if c:
-            top = torch.tensor([ch[0] for ch in choices], device=dev)
-            left = torch.tensor([ch[1] for ch in choices], device=dev)
-            span = torch.arange(c, device=dev)
-            rows, cols = (top[:, None] + span)[:, :, None], (left[:, None] + span)[:, None, :]
-            images = images[torch.arange(len(batch), device=dev)[:, None, None], rows, cols]
-        flipped = [i for i, ch in enumerate(choices) if ch[3]]
-        out = {"image": self.transform.finish(images, torch.tensor(flipped, dtype=torch.long, device=dev))}
+        images = torch.index_select(self.images, 0, ids)  # N C H W uint8, a copy
+        top, left, c, _ = choices[0]
+        if c and self.transform.random_crop:
+            images = torch.stack([im[:, t:t + c, l:l + c] for im, (t, l, _, _) in zip(images, choices)])
+        elif c:
+            images = images[:, :, top:top + c, left:left + c]
+        flips = [ch[3] for ch in choices]
+        if any(flips) and dev.type == "cuda":  # one kernel over the batch
+            images = torch.where(torch.tensor(flips, device=dev)[:, None, None, None], images.flip(3), images)
+        elif any(flips):  # on a CPU, row by row is cheaper than index_copy_ or where over the batch
+            for i in (i for i, f in enumerate(flips) if f):
+                images[i] = images[i].flip(2)  # images is our own copy
+        image = images.to(torch.float32).div_(127.5).sub_(1.0)
+        size = (self.transform.size, self.transform.size)
+        if image.shape[-2:] != size:
+            image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+        out = {"image": image}
         if self.labels is not None:
             out["label"] = self.labels[ids]
         if self.attrs is not None:
