@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2500)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--train-steps", type=int, default=6, help="DCGAN-64 steps timed (second half)")
+    parser.add_argument("--train-steps", type=int, default=6, help="DCGAN-64 training steps (img/s of the second half); 0 skips it")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     n = args.images
@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
                 cps, wps = measure(lambda: loaders[name](r), n, sync)
                 per_core.setdefault(name, []).append(cps)
                 wall.setdefault(name, []).append(wps)
-    train_ips, train_where = training_images_per_s(args.train_steps)
+    train_ips, train_where = training_images_per_s(args.train_steps) if args.train_steps else (None, "not run")
 
     med = {k: statistics.median(v) for k, v in per_core.items()}
     result = {"ratio_raw": round(med["raw"] / med["png"], 2), "ratio_ram": round(med["ram"] / med["png"], 2),
@@ -210,8 +210,8 @@ def main(argv=None) -> dict:
               **{f"{k}_images_per_core_s": round(v) for k, v in med.items()},
               **{f"{k}_images_per_wall_s": round(statistics.median(v)) for k, v in wall.items()},
               "rounds_images_per_core_s": {k: [round(x) for x in v] for k, v in per_core.items()},
-              "train_dcgan64_images_per_s": round(train_ips, 1), "train_on": train_where,
-              "train_headroom_ram": round(med["ram"] / train_ips, 1), **sizes,
+              "train_dcgan64_images_per_s": train_ips and round(train_ips, 1), "train_on": train_where,
+              "train_headroom_ram": train_ips and round(med["ram"] / train_ips, 1), **sizes,
               "images": n, "image_size": SIZE, "batch_size": BATCH, "rounds": args.rounds,
               "transforms": "RGB, random hflip, [-1,1]", "cpus": os.cpu_count()}
     finish("loader", result["ratio_raw"], **result)
