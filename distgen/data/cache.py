@@ -63,7 +63,8 @@ class CachedBatches:
     def __init__(self, urls, batch_size: int, transform: Transform, seed: int, count: int, rank: int,
                  world_size: int, data_cfg, start_batch: int, info, device: torch.device | None):
         self.device = torch.device(device or "cpu")
-        self.urls = list(urls) if world_size == 1 else list(urls)[rank::world_size]  # this process's share
+        self.all_urls = list(urls)
+        self.urls = self.all_urls[rank::world_size]  # this process's share of the shards
         self.batch_size, self.transform, self.seed, self.count = batch_size, transform, seed, count
         self.rank, self.world_size, self.mode = rank, world_size, data_cfg.mode
         self.shuffle_buffer, self.start_batch = data_cfg.shuffle_buffer, start_batch
@@ -76,9 +77,10 @@ class CachedBatches:
         self._load(info)
 
     def _load(self, info) -> None:
-        share = sum(info.shard_counts.get(u, 0) for u in self.urls) if info.shard_counts else \
-            self.count * len(self.urls) // max(len(info.splits.get("train", self.urls)), 1)
-        share = share or self.count
+        if info.shard_counts and all(u in info.shard_counts for u in self.urls):
+            share = sum(info.shard_counts[u] for u in self.urls)
+        else:  # an index without per-shard counts: an even share (the tensor grows if it is more)
+            share = -(-self.count * len(self.urls) // len(self.all_urls))
         side, channels = info.image_size, self.transform.channels
         need = share * side * side * channels
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size if self.device.type == "cpu" else 1))
