@@ -123,3 +123,22 @@ def test_converter_output_does_not_depend_on_workers(tmp_path):
         got[workers] = [(s["key"], s["ext"], s["cls"], s["json"], np.asarray(s["image"]).tobytes())
                         for s in samples(out, "train")]
     assert len(got["1"]) == 150 and got["1"] == got["2"]
+
+
+def test_training_with_ram_resumes_exactly(digits, tmp_path):
+    from conftest import TINY_GAN, metrics, train
+    from test_train import _weights
+
+    common = [*TINY_GAN, f"data.root={digits}", "data.cache=ram", "data.hflip=true", "run.checkpoint_every=3",
+              "run.keep_last=0", "data.shuffle_buffer=64"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train("dcgan_digits_smoke", *common, f"run.dir={straight}", "train.steps=6", "log.every=3")
+    train("dcgan_digits_smoke", *common, f"run.dir={split}", "train.steps=3", "log.every=3")
+    train("dcgan_digits_smoke", *common, f"run.dir={split}", "train.steps=6", "log.every=3", resume="auto")
+    a, b = _weights(straight / "checkpoints" / "step_6"), _weights(split / "checkpoints" / "step_6")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    first = _weights(split / "checkpoints" / "step_3")
+    assert any(not torch.equal(first[k], a[k]) for k in a)
+    assert [r["step"] for r in metrics(split)] == [3, 6]
