@@ -54,7 +54,7 @@ def members(stream):
         if header == ZERO:
             return
         stored = _number(header[148:156])
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum counts its field as spaces
+        if stored != sum(header) - sum(header[148:156]) + 256:  # the checksum counts its own field as spaces
             raise ValueError("a tar header with a wrong checksum: not a tar file, or a damaged one")
         kind = header[156:157]
         length = _number(header[124:136]) if size is None else size
