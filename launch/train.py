@@ -3,6 +3,7 @@
     accelerate launch launch/train.py RECIPE.yaml [key=value ...] [--dry-run] [--resume auto|PATH]
     python launch/train.py recipes/quickstart.yaml train.steps=200        # one process
 
+Overrides and flags go in any order (`train.py RECIPE --resume auto train.steps=1000`).
 `--dry-run` prints the resolved config and exits. `--resume auto` continues the newest run of the
 recipe (or run.dir=...) from checkpoints/latest, or starts fresh if there is none.
 """
@@ -22,12 +23,12 @@ INCEPTION_METRICS = ("fid", "isc", "kid", "prc")
 def check_inception_weights(cfg) -> None:
     """Periodic FID/IS/KID/PRC in training need local InceptionV3 weights: say so before training starts,
     in the recipe's terms (the loop checks again; this wording names the keys a train.py user sets)."""
-    from distgen.evaluation.inception import URL_INCEPTION_V3, WEIGHTS_ENV, resolve_weights
-
     if FAMILIES[cfg.family].STYLE != "adversarial" or cfg.eval.every <= 0:
         return
     if not any(m in INCEPTION_METRICS for m in cfg.eval.metrics):
         return
+    from distgen.evaluation.inception import URL_INCEPTION_V3, WEIGHTS_ENV, resolve_weights
+
     resolve_weights(cfg.eval.inception_weights, how=(
         f"set eval.inception_weights=PATH (or {WEIGHTS_ENV}=PATH) to a local copy of torch-fidelity's "
         f"InceptionV3 weights (download once from {URL_INCEPTION_V3}), or eval.every=0 to train without periodic "
