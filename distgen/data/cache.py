@@ -182,11 +182,18 @@ class CachedBatches:
                 yield batch, choices, epochs
                 batch, choices, epochs = [], [], []
 
+    def _to_device(self, values: list) -> torch.Tensor:
+        """A small host list on the cache's device. On a GPU through pinned memory and non_blocking, so
+        the copy queues behind the training step instead of waiting for it (no host sync)."""
+        if self.device.type != "cuda":
+            return torch.tensor(values, device=self.device)
+        return torch.tensor(values).pin_memory().to(self.device, non_blocking=True)
+
     def _make(self, batch: list[int], choices: list[tuple], epochs: list[int]) -> dict:
         """One batch where the tensor lives: gather, crop, flip, scale, resize. The same arithmetic as
         Transform.batch on the same pixels, so the values are the stream's exactly."""
         dev = self.device
-        ids = torch.tensor(batch, device=dev)
+        ids = self._to_device(batch)
         images = torch.index_select(self.images, 0, ids)  # N C H W uint8, a copy
         top, left, c, _ = choices[0]
         if c and self.transform.random_crop:
@@ -195,7 +202,7 @@ class CachedBatches:
             images = images[:, :, top:top + c, left:left + c]
         flips = [ch[3] for ch in choices]
         if any(flips) and dev.type == "cuda":  # one kernel over the batch
-            images = torch.where(torch.tensor(flips, device=dev)[:, None, None, None], images.flip(3), images)
+            images = torch.where(self._to_device(flips)[:, None, None, None], images.flip(3), images)
         elif any(flips):  # on a CPU, row by row is cheaper than index_copy_ or where over the batch
             for i in (i for i, f in enumerate(flips) if f):
                 images[i] = images[i].flip(2)  # images is our own copy
