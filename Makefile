@@ -16,7 +16,8 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "installing distgen and its dependencies into $(VENV) (torch and friends: a few minutes the first time)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	@touch $@
 
 test: $(STAMP)

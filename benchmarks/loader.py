@@ -1,27 +1,32 @@
-"""Loader benchmark: samples/s of the shard stream against a folder of PNGs read by a torch Dataset.
+"""Loader benchmark: per-core images/s of the PNG stream, the decode-free stream, data.cache=ram (and
+=device with CUDA), a torchvision-style folder loader, beside the harness's DCGAN-64 training images/s.
 
-    .venv/bin/python benchmarks/loader.py [--images 2500] [--workers 2] [--batch-size 64] [--rounds 3]
+    .venv/bin/python benchmarks/loader.py [--images 2500] [--rounds 3] [--train-steps 6]
 
-The same 64x64 RGB PNG bytes (crops of scikit-learn's sample photos) are written to a temporary
-folder once as files and once as 500-sample tar shards, then read into batches of 64 with the same
-DataLoader worker count and the same transforms (random horizontal flip, scale to [-1, 1]) by:
+The same 64x64 RGB images (crops of scikit-learn's sample photos) are written to a temporary folder as
+PNG files, as 500-sample tar shards of PNGs, and as shards of decode-free `.npy` pixels (what
+`python -m shards FORMAT --encoding raw` writes), each shard set with its index.json. Batches of 64
+with the same transforms (random horizontal flip, scale to [-1, 1]) are read by:
 
-- stream: distgen.data.train_loader (split mode, one rank);
-- folder: a map-style Dataset + DataLoader(shuffle=True) that reads each file by path and calls the
-  stream's own decoder and transform code on it, one sample at a time (the strict comparison: only
-  the way of loading differs);
-- folder_tv: the usual torchvision-style folder Dataset: PIL open by path, convert("RGB"), then
-  torchvision.transforms.v2 (ToImage, RandomHorizontalFlip, ToDtype scale, Normalize 0.5/0.5).
+- png: distgen.data.train_loader over the PNG shards (the stream as it was);
+- raw: the same stream over the decode-free shards;
+- ram: data.cache=ram over the decode-free shards (the one-time load is not timed);
+- device: data.cache=device on the GPU, when there is one (the batch ends on the GPU);
+- folder_tv: the usual torchvision-style folder Dataset (PIL open by path, convert RGB,
+  torchvision.transforms.v2 ToImage, RandomHorizontalFlip, ToDtype scale, Normalize 0.5/0.5) in a
+  DataLoader(shuffle=True).
 
-Each is timed warm (files in the page cache) and the stream and folder also cold (each file's cached
-pages dropped with posix_fadvise before the pass, as for a data set larger than memory or on a
-network file system). A pass times n // 64 - 1 batches after one warm-up batch (worker start not
-counted); rounds run the loaders in alternating order so a busy machine slows all alike. Ratios of
-samples/s are medians over rounds of the per-round ratio. On a shared machine those swing with the
-other load, so each pass also counts the CPU seconds it used per sample (main process and workers,
-from getrusage): `ratio_cpu` = folder CPU/sample over stream CPU/sample, which other load barely
-moves. Ends with one JSON line:
-{"benchmark": "loader", "ratio": stream/folder samples/s warm, "ratio_cold": ..., "ratio_cpu": ..., ...}
+Per core: every loader runs in this one process (num_workers=0, one torch thread), and a pass counts
+the CPU seconds the process used (getrusage) over n // 64 - 1 batches after a warm-up batch;
+per-core images/s = images / CPU seconds. That is what one DataLoader worker (one core) delivers, and
+other load on a shared machine barely moves it, unlike wall time (also printed). Rounds alternate the
+order; figures are medians over rounds. `ratio_raw` = raw / png and `ratio_ram` = ram / png, per-core,
+from the same run.
+
+Beside them, `train_images_per_s`: the harness's own adversarial loop training dcgan_celeba's nets
+(width 64, 64x64 RGB, batch 64) from one batch held in memory (benchmarks/gpu.py's run_loop), on the
+GPU if there is one, else on all CPU threads: how many images/s the loader has to feed.
+Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -30,7 +35,6 @@ import gc
 import io
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -47,15 +51,16 @@ from sklearn.datasets import load_sample_images
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from distgen.config import DataConfig
-from distgen.data import load_info, split_urls, train_loader
-from distgen.data.samples import Transform
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.common import finish  # noqa: E402
+from distgen.config import DataConfig  # noqa: E402
+from distgen.data import load_info, split_urls, train_loader  # noqa: E402
 
-SIZE, PER_SHARD = 64, 500
+SIZE, PER_SHARD, BATCH = 64, 500, 64
 
 
-def make_images(n: int, seed: int = 0) -> list[bytes]:
-    """n PNG-encoded 64x64 crops of real photos, at random places and scales."""
+def make_images(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n 64x64 RGB crops of real photos, at random places and scales."""
     rng = np.random.default_rng(seed)
     photos = load_sample_images().images
     out = []
@@ -64,57 +69,42 @@ def make_images(n: int, seed: int = 0) -> list[bytes]:
         side = int(rng.integers(SIZE, 4 * SIZE))
         top, left = rng.integers(photo.shape[0] - side), rng.integers(photo.shape[1] - side)
         crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((SIZE, SIZE), Image.BILINEAR)
-        buf = io.BytesIO()
-        crop.save(buf, format="PNG")
-        out.append(buf.getvalue())
+        out.append(np.asarray(crop))
     return out
 
 
-def write_both(images: list[bytes], root: Path) -> tuple[Path, Path]:
-    folder, shards = root / "folder", root / "shards"
-    folder.mkdir()
-    shards.mkdir()
-    names = []
-    for i, data in enumerate(images):
-        (folder / f"{i:06d}_{i % 10}.png").write_bytes(data)  # label in the name, as folder datasets do
-        if i % PER_SHARD == 0:
-            names.append(f"train-{len(names):06d}.tar")
-            sink = wds.TarWriter(str(shards / names[-1]))
-        sink.write({"__key__": f"{i:06d}", "png": data, "cls": str(i % 10)})
-        if i % PER_SHARD == PER_SHARD - 1 or i == len(images) - 1:
-            sink.close()
-    (shards / "index.json").write_text(json.dumps({
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def npy_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, pixels, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_shards(images: list[np.ndarray], out: Path, ext: str, encode) -> Path:
+    out.mkdir()
+    names, counts = [], []
+    for start in range(0, len(images), PER_SHARD):
+        names.append(f"train-{len(names):06d}.tar")
+        with wds.TarWriter(str(out / names[-1])) as sink:
+            for i in range(start, min(start + PER_SHARD, len(images))):
+                sink.write({"__key__": f"{i:06d}", ext: encode(images[i]), "cls": str(i % 10)})
+        counts.append(min(PER_SHARD, len(images) - start))
+    (out / "index.json").write_text(json.dumps({
         "image_size": SIZE, "channels": 3, "class_names": [str(d) for d in range(10)], "attr_names": [],
-        "splits": {"train": {"shards": names, "count": len(images)}}}))
-    os.sync()  # written back, so dropping the cached pages works
-    return folder, shards
+        "splits": {"train": {"shards": names, "count": len(images), "counts": counts}}}))
+    return out
 
 
-def drop_cache(*folders: Path) -> None:
-    """Forget these files' pages in the page cache (only these files; no privileges needed)."""
-    for folder in folders:
-        for path in folder.iterdir():
-            fd = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
-
-
-class PngFolder(Dataset):
-    """Strict baseline: one PNG file per sample, read by path, decoded and transformed per sample
-    with the stream's own Transform, then default-collated."""
-
-    def __init__(self, folder: Path, transform: Transform):
-        self.files, self.transform, self.rng = sorted(folder.glob("*.png")), transform, random.Random(0)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict:
-        path = self.files[i]
-        image, fields = self.transform.decode({"png": path.read_bytes(), "cls": path.stem.split("_")[1]})
-        image, flip = self.transform.place(image, self.rng)
-        one = self.transform.batch([image], [flip], [fields])
-        return {k: v[0] for k, v in one.items()}
+def write_folder(images: list[np.ndarray], out: Path) -> Path:
+    out.mkdir()
+    for i, pixels in enumerate(images):
+        (out / f"{i:06d}_{i % 10}.png").write_bytes(png_bytes(pixels))  # label in the name, as folder sets do
+    return out
 
 
 class TorchvisionFolder(Dataset):
@@ -135,82 +125,96 @@ class TorchvisionFolder(Dataset):
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished (joined) children: the DataLoader workers."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
 
 
-def measure(make, n: int, batch_size: int) -> tuple[float, float]:
-    """(samples/s over n // batch_size - 1 batches after one warm-up batch, CPU seconds per sample
-    of the whole pass with worker start and shutdown). The second does not depend on what else the
-    machine is running; the first does."""
-    cpu = cpu_seconds()
-    loader = make()
-    it = iter(loader)
+def measure(make, n: int, sync) -> tuple[float, float]:
+    """(images per CPU second, images per wall second) over n // BATCH - 1 batches after a warm-up batch."""
+    it = iter(make())
     next(it)
-    steps = n // batch_size - 1
-    start = time.perf_counter()
+    steps = n // BATCH - 1
+    cpu, wall = cpu_seconds(), time.perf_counter()
     for _ in range(steps):
-        next(it)
-    wall = time.perf_counter() - start
-    del it, loader  # shuts the workers down and joins them, so their CPU time is counted
+        batch = next(it)
+    sync(batch)
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    del it
     gc.collect()
-    return steps * batch_size / wall, (cpu_seconds() - cpu) / ((steps + 1) * batch_size)
+    return steps * BATCH / cpu, steps * BATCH / wall
+
+
+def training_images_per_s(steps: int) -> tuple[float, str]:
+    """The harness's adversarial loop on dcgan_celeba's nets from one in-memory batch (benchmarks/gpu.py)."""
+    from benchmarks.gpu import config_for, run_loop
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        cfg = config_for("dcgan", BATCH, steps, device, 64, False, False)
+        rows = [r for r in run_loop(cfg, device) if "img/s" in r]
+    finally:
+        torch.set_num_threads(threads)
+    return rows[-1]["img/s"], device if device == "cuda" else f"cpu, {os.cpu_count()} threads"
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2500)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=6, help="DCGAN-64 training steps (img/s of the second half); 0 skips it")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    bs, n = args.batch_size, args.images
+    n = args.images
+    cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        folder, shards = write_both(make_images(n), Path(tmp))
-        cfg = DataConfig(root=str(shards), num_workers=args.workers, hflip=True)
-        info = load_info(cfg)
-        transform = Transform(info.channels, SIZE, hflip=True)
+        images = make_images(n)
+        png = write_shards(images, Path(tmp) / "png", "png", png_bytes)
+        raw = write_shards(images, Path(tmp) / "raw", "npy", npy_bytes)
+        folder = write_folder(images, Path(tmp) / "folder")
+        sizes = {"png_bytes_per_image": round(sum(p.stat().st_size for p in png.glob("*.tar")) / n),
+                 "raw_bytes_per_image": round(sum(p.stat().st_size for p in raw.glob("*.tar")) / n)}
 
-        def folder_loader(dataset, seed):
-            return DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=args.workers, drop_last=True,
-                              persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+        def stream(root: Path, cache: str = "none"):
+            def make(r):
+                cfg = DataConfig(root=str(root), hflip=True, cache=cache)
+                info = load_info(cfg)
+                return train_loader(split_urls(info, "train", "t"), BATCH, info, cfg, r, 0, 1,
+                                    device=torch.device("cuda") if cache == "device" else None)
+            return make
 
-        loaders = {
-            "stream": lambda r: train_loader(split_urls(info, "train", "train"), bs, info, cfg, r, 0, 1),
-            "folder": lambda r: folder_loader(PngFolder(folder, transform), r),
-            "folder_tv": lambda r: folder_loader(TorchvisionFolder(folder), r),
-        }
-        runs = [("stream", False), ("folder", False), ("folder_tv", False), ("stream", True), ("folder", True)]
-        rates: dict[str, list[float]] = {}
-        cpu: dict[str, list[float]] = {}
+        loaders = {"png": stream(png), "raw": stream(raw), "ram": stream(raw, "ram"),
+                   "folder_tv": lambda r: DataLoader(TorchvisionFolder(folder), batch_size=BATCH, shuffle=True,
+                                                     drop_last=True, generator=torch.Generator().manual_seed(r))}
+        if cuda:
+            loaders["device"] = stream(raw, "device")
+        sync = (lambda b: torch.cuda.synchronize()) if cuda else (lambda b: None)
+        per_core: dict[str, list[float]] = {}
+        wall: dict[str, list[float]] = {}
         for r in range(args.rounds):
-            for name, cold in (runs if r % 2 == 0 else runs[::-1]):
-                if cold:
-                    drop_cache(folder, shards)
-                key = name + ("_cold" if cold else "")
-                sps, cps = measure(lambda: loaders[name](r), n, bs)
-                rates.setdefault(key, []).append(sps)
-                cpu.setdefault(key, []).append(cps)
+            names = list(loaders) if r % 2 == 0 else list(loaders)[::-1]
+            for name in names:
+                random.seed(r)
+                cps, wps = measure(lambda: loaders[name](r), n, sync)
+                per_core.setdefault(name, []).append(cps)
+                wall.setdefault(name, []).append(wps)
+    train_ips, train_where = training_images_per_s(args.train_steps) if args.train_steps else (None, "not run")
 
-    def ratio(a: str, b: str) -> float:
-        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b])), 3)
-
-    result = {"benchmark": "loader", "ratio": ratio("stream", "folder"),
-              "ratio_cold": ratio("stream_cold", "folder_cold"),
-              "ratio_vs_torchvision": ratio("stream", "folder_tv"),
-              "ratio_cpu": round(statistics.median(cpu["folder"]) / statistics.median(cpu["stream"]), 3),
-              "ratio_cpu_vs_torchvision": round(statistics.median(cpu["folder_tv"]) / statistics.median(cpu["stream"]),
-                                                3),
-              **{f"{k}_samples_per_s": round(statistics.median(v), 1) for k, v in rates.items()},
-              **{f"{k}_cpu_ms_per_sample": round(1000 * statistics.median(v), 3) for k, v in cpu.items()},
-              "rounds_samples_per_s": {k: [round(x) for x in v] for k, v in rates.items()},
-              "images": n, "image_size": SIZE, "workers": args.workers, "batch_size": bs,
-              "transforms": "decode RGB, random hflip, [-1,1]",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU used",
-              "python": platform.python_version(), "torch": torch.__version__}
-    print(json.dumps(result))
+    med = {k: statistics.median(v) for k, v in per_core.items()}
+    result = {"ratio_raw": round(med["raw"] / med["png"], 2), "ratio_ram": round(med["ram"] / med["png"], 2),
+              "ratio_png_vs_torchvision": round(med["png"] / med["folder_tv"], 2),
+              **({"ratio_device": round(med["device"] / med["png"], 2)} if cuda else {}),
+              **{f"{k}_images_per_core_s": round(v) for k, v in med.items()},
+              **{f"{k}_images_per_wall_s": round(statistics.median(v)) for k, v in wall.items()},
+              "rounds_images_per_core_s": {k: [round(x) for x in v] for k, v in per_core.items()},
+              "train_dcgan64_images_per_s": train_ips and round(train_ips, 1), "train_on": train_where,
+              "train_headroom_ram": train_ips and round(med["ram"] / train_ips, 1), **sizes,
+              "images": n, "image_size": SIZE, "batch_size": BATCH, "rounds": args.rounds,
+              "transforms": "RGB, random hflip, [-1,1]", "cpus": os.cpu_count()}
+    finish("loader", result["ratio_raw"], **result)
     return result
 
 

@@ -37,6 +37,9 @@ class DataConfig:
     crop: int = 0  # square crop side in stored pixels, taken before resizing to image_size (0 = none)
     random_crop: bool = False  # training: crop at a random place (evaluation always crops the centre)
     hflip: bool = False  # training: flip half the images left-right
+    # none: stream the shards; ram: read this process's share of the split once into one uint8 tensor in
+    # host memory and serve batches from it; device: the same tensor on the training device (GPU)
+    cache: Literal["none", "ram", "device"] = "none"
     max_skip_fraction: float = 0.01  # stop when a reader skips more than this share of its samples (corrupt
     #                                  images, truncated shards), measured over at least 1,000 samples
     source: str = ""  # domain adaptation (dann): source shard folder ("" = data.root)

@@ -3,6 +3,7 @@
     accelerate launch launch/train.py RECIPE.yaml [key=value ...] [--dry-run] [--resume auto|PATH]
     python launch/train.py recipes/quickstart.yaml train.steps=200        # one process
 
+Overrides and flags go in any order (`train.py RECIPE --resume auto train.steps=1000`).
 `--dry-run` prints the resolved config and exits. `--resume auto` continues the newest run of the
 recipe (or run.dir=...) from checkpoints/latest, or starts fresh if there is none.
 `--accept-new-data-order` resumes a checkpoint written under another world size, data.num_workers or
@@ -19,6 +20,24 @@ from distgen.families import FAMILIES
 from distgen.loops.run_dir import note_failure
 
 
+INCEPTION_METRICS = ("fid", "isc", "kid", "prc")
+
+
+def check_inception_weights(cfg) -> None:
+    """Periodic FID/IS/KID/PRC in training need local InceptionV3 weights: say so before training starts,
+    in the recipe's terms (the loop checks again; this wording names the keys a train.py user sets)."""
+    if FAMILIES[cfg.family].STYLE != "adversarial" or cfg.eval.every <= 0:
+        return
+    if not any(m in INCEPTION_METRICS for m in cfg.eval.metrics):
+        return
+    from distgen.evaluation.inception import URL_INCEPTION_V3, WEIGHTS_ENV, resolve_weights
+
+    resolve_weights(cfg.eval.inception_weights, how=(
+        f"set eval.inception_weights=PATH (or {WEIGHTS_ENV}=PATH) to a local copy of torch-fidelity's "
+        f"InceptionV3 weights (download once from {URL_INCEPTION_V3}), or eval.every=0 to train without periodic "
+        f"evaluation"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      usage="train.py RECIPE.yaml [key=value ...] [--dry-run] [--resume auto|PATH]")
@@ -29,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept-new-data-order", action="store_true",
                         help="resume under another world size, data.num_workers or mixed precision "
                              "(= run.accept_new_data_order=true)")
-    args = parser.parse_args(argv)
+    # Intermixed: overrides may come before or after the flags (`RECIPE --resume auto train.steps=1000`).
+    args = parser.parse_intermixed_args(argv)
     try:
         overrides = args.overrides + (["run.accept_new_data_order=true"] if args.accept_new_data_order else [])
         cfg = config.load(args.recipe, overrides)
         if args.dry_run:
             print(config.dump(cfg), end="")
             return 0
+        check_inception_weights(cfg)
         if FAMILIES[cfg.family].STYLE == "adversarial":
             from distgen.loops.adversarial import train
         else:

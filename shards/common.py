@@ -3,11 +3,13 @@
 Not a format itself; every `python -m shards FORMAT --src RAW_DIR --out OUT_DIR` goes through it:
 the format module names its accepted `Layout`s, `pick_layout` finds one in --src (or raises a
 DataError naming what is missing, before anything is written), the module lists its samples as
-`Item`s, and `write_items` reads, crops, resizes and writes them, skipping unreadable images by name.
+`Item`s, and `write_items` reads, crops, resizes and encodes them in `--workers` processes (in order,
+so the shards are the same whatever the count) and writes them, skipping unreadable images by name.
 """
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,25 +122,43 @@ def fit(image: Image.Image, size: int, crop: int = 0) -> Image.Image:
     return image
 
 
-def progress(items, desc: str, total: int | None = None):
-    return tqdm(items, desc=desc, unit="img", leave=False, total=total)
+def progress(items, desc: str, total: int | None = None, unit: str = "img"):
+    """A progress bar on stderr (images done, rate, time left) for a long quiet step."""
+    return tqdm(items, desc=desc, unit=unit, total=total, mininterval=2.0, smoothing=0.1)
+
+
+def prepare(job: tuple) -> tuple[str, bytes] | None:
+    """One item -> (extension, encoded bytes), or None when its image cannot be read. Runs in a worker."""
+    src, item, mode, size, crop, encoding = job
+    from shards.writer import encode
+
+    if item.pixels is None:
+        image = load_image(src / item.name, mode)
+    elif item.pixels.size == 0:
+        image = None
+    else:
+        image = Image.fromarray(item.pixels).convert(mode)
+    return None if image is None else encode(fit(image, size, crop), encoding)
 
 
 def write_items(writer, desc: str, src: Path | None, split: str, items: list[Item], mode: str,
                 size: int, crop: int = 0) -> None:
-    """Read, fit and write one split; an image that cannot be read is skipped and named in the index."""
-    for item in progress(items, f"{desc} {split}"):
-        if item.pixels is None:
-            image = load_image(src / item.name, mode)
-        elif item.pixels.size == 0:
-            image = None
-        else:
-            image = Image.fromarray(item.pixels).convert(mode)
-        if image is None:
-            writer.skip(item.name)
-            continue
-        writer.add(split, item.key or sample_key(item.name), fit(image, size, crop), cls=item.cls,
-                   meta={"file": item.name, **(item.meta or {})})
+    """Read, fit, encode and write one split, in `writer.workers` processes; an image that cannot be read
+    is skipped and named in the index."""
+    jobs = ((src, item, mode, size, crop, writer.encoding) for item in items)
+    workers = max(1, min(writer.workers, len(items) // 64 or 1))
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:  # imap keeps the order, so the shards do not depend on the number of workers
+        results = pool.imap(prepare, jobs, chunksize=32) if pool else map(prepare, jobs)
+        for item, encoded in zip(items, progress(results, f"{desc} {split}", total=len(items))):
+            if encoded is None:
+                writer.skip(item.name)
+                continue
+            writer.add_encoded(split, item.key or sample_key(item.name), *encoded, cls=item.cls,
+                               meta={"file": item.name, **(item.meta or {})})
+    finally:
+        if pool:
+            pool.terminate()
 
 
 def list_images(src: Path, folder: str) -> list[str]:

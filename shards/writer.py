@@ -4,6 +4,13 @@ Each shard is written under a temporary name and renamed when complete; index.js
 last, also via rename, so a folder with an index.json is always a complete shard set. The output
 folder is created only when the first sample arrives, so a converter that rejects its input
 before writing leaves nothing behind.
+
+Encodings (`--encoding`): `raw` stores each image as its uint8 pixels in a `.npy` member (NumPy's file
+format: a 128-byte header, then H x W x C bytes; lossless and decode-free: the stream reads it about
+100x faster than a PNG, and `wds.WebDataset(url).decode()` reads it as an ndarray); `png` stores PNG
+(lossless). Either way images larger than PNG_MAX_SIDE are JPEG, unless `raw` is asked for by name.
+The default, `auto`, is raw up to PNG_MAX_SIDE and JPEG above: chosen by measurement
+(docs/benchmarks.md, "Decode-free samples").
 """
 from __future__ import annotations
 
@@ -12,10 +19,19 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import webdataset as wds
 from PIL import Image
 
-PNG_MAX_SIDE = 64  # images up to this side are stored losslessly as PNG, larger ones as JPEG
+PNG_MAX_SIDE = 64  # images up to this side are stored losslessly (raw or PNG), larger ones as JPEG
+ENCODINGS = ("auto", "raw", "png")
+
+
+def npy_bytes(image: Image.Image) -> bytes:
+    """The pixels as a .npy file: H x W (grey) or H x W x 3 uint8."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(image, dtype=np.uint8), allow_pickle=False)
+    return buf.getvalue()
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -30,7 +46,14 @@ def jpg_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-ENCODERS = {"png": png_bytes, "jpg": jpg_bytes}
+ENCODERS = {"npy": npy_bytes, "png": png_bytes, "jpg": jpg_bytes}
+
+
+def encode(image: Image.Image, encoding: str = "auto") -> tuple[str, bytes]:
+    """(member extension, bytes) of one image under an --encoding."""
+    small = max(image.size) <= PNG_MAX_SIDE
+    fmt = "npy" if encoding == "raw" or (encoding == "auto" and small) else "png" if small else "jpg"
+    return fmt, ENCODERS[fmt](image)
 
 
 class ShardSetWriter:
@@ -40,9 +63,10 @@ class ShardSetWriter:
     set of its own in OUT/name; `finish` and `abort` then act on every part.
     """
 
-    def __init__(self, out: str | Path, samples_per_shard: int = 2000):
+    def __init__(self, out: str | Path, samples_per_shard: int = 2000, encoding: str = "auto", workers: int = 1):
         self.out = Path(out)
         self.samples_per_shard = samples_per_shard
+        self.encoding, self.workers = encoding, workers  # read by shards.common.write_items
         self.splits: dict[str, dict] = {}
         self.skipped: list[str] = []
         self.parts: dict[str, ShardSetWriter] = {}
@@ -51,14 +75,21 @@ class ShardSetWriter:
 
     def part(self, name: str) -> ShardSetWriter:
         assert not self.splits, "a writer holds either samples or parts, not both"
-        return self.parts.setdefault(name, ShardSetWriter(self.out / name, self.samples_per_shard))
+        return self.parts.setdefault(name, ShardSetWriter(self.out / name, self.samples_per_shard, self.encoding,
+                                                          self.workers))
 
     def add(self, split: str, key: str, image: Image.Image, cls: int | None = None,
             meta: dict | None = None, fmt: str | None = None) -> None:
-        """`fmt` "png" or "jpg"; by default PNG for small images and JPEG for large ones."""
+        """`fmt` "npy", "png" or "jpg"; by default as the writer's encoding says (see `encode`)."""
+        ext, data = (fmt, ENCODERS[fmt](image)) if fmt else encode(image, self.encoding)
+        self.add_encoded(split, key, ext, data, cls, meta)
+
+    def add_encoded(self, split: str, key: str, ext: str, data: bytes, cls: int | None = None,
+                    meta: dict | None = None) -> None:
+        """One sample whose image is already encoded as `ext` (npy, png, jpg)."""
         assert "." not in key, f"sample keys contain no dots: {key}"
         assert not self.parts, "a writer holds either samples or parts, not both"
-        info = self.splits.setdefault(split, {"shards": [], "count": 0})
+        info = self.splits.setdefault(split, {"shards": [], "count": 0, "counts": []})
         if split not in self._open or info["count"] % self.samples_per_shard == 0:
             self._close(split)
             if not self._started:
@@ -67,12 +98,13 @@ class ShardSetWriter:
             final, tmp = self.out / name, self.out / f".{name}.partial"
             self._open[split] = (wds.TarWriter(str(tmp)), tmp, final)
             info["shards"].append(name)
-        fmt = fmt or ("png" if max(image.size) <= PNG_MAX_SIDE else "jpg")
-        sample = {"__key__": key, fmt: ENCODERS[fmt](image), "json": meta or {}}
+            info["counts"].append(0)
+        sample = {"__key__": key, ext: data, "json": meta or {}}
         if cls is not None:
             sample["cls"] = int(cls)
         self._open[split][0].write(sample)
         info["count"] += 1
+        info["counts"][-1] += 1
 
     def skip(self, name: str) -> None:
         self.skipped.append(name)

@@ -43,3 +43,13 @@ def test_gpu_benchmark_without_cuda_says_so_and_measures_nothing():  # run() hid
     assert result.returncode == 0 and "has none; nothing measured" in result.stdout
     out = _last_json(result.stdout)
     assert out["ratio"] is None and out["skipped"] == "no CUDA device"
+
+
+def test_loader_benchmark_prints_its_ratios():
+    result = run([sys.executable, "benchmarks/loader.py", "--images", "192", "--rounds", "1", "--train-steps", "0"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = _last_json(result.stdout)
+    assert out["benchmark"] == "loader" and out["ratio"] == out["ratio_raw"] > 0 and out["ratio_ram"] > 0
+    for name in ("png", "raw", "ram", "folder_tv"):
+        assert out[f"{name}_images_per_core_s"] > 0
+    assert out["raw_bytes_per_image"] > 64 * 64 * 3  # the pixels themselves, uncompressed

@@ -1,4 +1,4 @@
-"""Shard converters on tiny fixtures in each dataset's real on-disk layout (see DATASETS.md).
+"""Shard converters on tiny fixtures in each dataset's real on-disk layout (see docs/data.md).
 
 Every format and layout is converted through the real CLI entry point; the tests check split
 counts, labels, attributes, tags, image size and channels, that an unreadable image is skipped and
@@ -59,8 +59,10 @@ def samples(out: Path, split: str) -> list[dict]:
                 key, ext = member.name.split(".", 1)
                 grouped.setdefault(key, {"key": key})[ext] = tar.extractfile(member).read()
         for sample in grouped.values():
-            ext = next(e for e in ("png", "jpg") if e in sample)
-            result.append({"key": sample["key"], "ext": ext, "image": Image.open(io.BytesIO(sample[ext])),
+            ext = next(e for e in ("npy", "png", "jpg") if e in sample)
+            image = Image.fromarray(np.load(io.BytesIO(sample[ext]))) if ext == "npy" else \
+                Image.open(io.BytesIO(sample[ext]))
+            result.append({"key": sample["key"], "ext": ext, "image": image,
                            "cls": int(sample["cls"]) if "cls" in sample else None,
                            "json": json.loads(sample["json"])})
     return result
@@ -106,7 +108,7 @@ def test_course_layout_labels_splits_and_skipped_image(tmp_path, capsys, fmt, mo
     assert index["class_names"] == [str(d) for d in range(10)]
     train = samples(out, "train")
     assert [(s["key"], s["cls"]) for s in train] == [("00000", 3), ("00001", 1), ("00003", 1)]
-    assert all(s["image"].size == (32, 32) and s["image"].mode == mode and s["ext"] == "png" for s in train)
+    assert all(s["image"].size == (32, 32) and s["image"].mode == mode and s["ext"] == "npy" for s in train)  # auto: raw up to 64 px
     assert train[0]["json"]["file"] == "train/00000.png"
     assert [s["cls"] for s in samples(out, "test")] == [5, 9]
 

@@ -119,7 +119,7 @@ def test_resume_continues_the_stream_exactly(ids, mode, workers):
 def test_resume_does_not_replay_earlier_epochs(ids, monkeypatch):
     reads = []
     original = stream_module.read_shard
-    monkeypatch.setattr(stream_module, "read_shard", lambda url, skips: (reads.append(url), original(url, skips))[1])
+    monkeypatch.setattr(stream_module, "read_shard", lambda url, skips, *rest: (reads.append(url), original(url, skips, *rest))[1])
     per_epoch = sum(TRAIN) // 6  # batches per epoch: one reader, batches of 6
     take(ids, 1, start=per_epoch * 40)  # epoch 39 or 40: 39 x 116 samples are not read again
     assert len(reads) <= 2 * len(TRAIN), f"resuming about 40 epochs in read {len(reads)} shards"

@@ -1,6 +1,9 @@
 """Shard sets: index.json -> DataInfo, and shard URL lists checked before any training step.
 
     python -m shards digits --out data/digits      # writes data/digits/{train,test}-*.tar + index.json
+    python -m shards index /data/my-shards          # indexes shards made by any other tool
+
+The format of index.json and of the samples: docs/data.md.
 
 `data.root` is a shard folder (its index.json lists the shards), or a URL pattern read with
 `data.index`: brace patterns (`/shards/train-{000000..000127}.tar`), globs (`/shards/train-*.tar`),
@@ -29,6 +32,7 @@ class DataInfo:
     splits: dict  # split -> list of shard URLs
     counts: dict  # split -> sample count
     tags: dict = field(default_factory=dict)  # tag vocabularies, e.g. {"hair": [...], "eye": [...]}
+    shard_counts: dict = field(default_factory=dict)  # shard URL -> its sample count (when the index has them)
 
     @property
     def num_classes(self) -> int:
@@ -65,23 +69,39 @@ def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
     else:
         index_path = Path(root) / "index.json"
     if not index_path.is_file():
-        hint = ("make one with `python -m shards digits --out data/digits` or point data.root at a shard "
-                "folder" if not _is_pattern(root) else "set data.index=PATH/index.json")
+        if _is_pattern(root):
+            hint = (f"set data.index=PATH/index.json, or make one for these shards with "
+                    f"`python -m shards index '{root}' --out {index_path}`")
+        elif Path(root).is_dir():
+            hint = f"make one for the shards in it with `python -m shards index {root}`"
+        else:
+            hint = (f"the folder does not exist; point data.root at a shard folder, e.g. one made by "
+                    f"`python -m shards digits --out {root}`")
         raise DataError(f"data.root '{root}': no index.json at '{index_path}'; {hint}")
     try:
         index = json.loads(index_path.read_text())
         splits = {s: [str(index_path.parent / name) for name in v["shards"]] for s, v in index["splits"].items()}
         counts = {s: int(v["count"]) for s, v in index["splits"].items()}
+        shard_counts = {}
+        for s, v in index["splits"].items():
+            if "counts" in v:  # per shard, in the order of "shards"
+                if len(v["counts"]) != len(v["shards"]) or sum(v["counts"]) != counts[s]:
+                    raise ValueError(f"split '{s}': 'counts' must give one count per shard, summing to 'count'")
+                shard_counts.update(zip(splits[s], map(int, v["counts"])))
         info = DataInfo(int(index["image_size"]), int(index["channels"]), tuple(index.get("class_names", ())),
-                        tuple(index.get("attr_names", ())), splits, counts, dict(index.get("tags", {})))
+                        tuple(index.get("attr_names", ())), splits, counts, dict(index.get("tags", {})),
+                        shard_counts)
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"'{index_path}' is not a valid shard index ({exc!r}); rebuild it with `python -m shards`")
+        raise DataError(f"'{index_path}' is not a valid shard index ({exc}); rebuild it with "
+                        f"`python -m shards index {index_path.parent}`")
     if _is_pattern(root):  # the pattern names the training shards directly
         urls = expand_pattern(root)
         indexed = info.splits.get(split_for_pattern, [])
         # The index counts the whole split; a pattern naming a subset of its shards is taken to hold
         # a proportional share (exact when it names them all, the usual case: same shards, other access).
         count = info.counts.get(split_for_pattern, 0) * len(urls) // max(len(indexed), 1)
+        if info.shard_counts and all(u in info.shard_counts for u in urls):
+            count = sum(info.shard_counts[u] for u in urls)
         info = dataclasses.replace(info, splits={**info.splits, split_for_pattern: urls},
                                    counts={**info.counts, split_for_pattern: count})
     missing = [a for a in getattr(data_cfg, "attrs", ()) if a not in info.attr_names]
@@ -122,6 +142,8 @@ def split_count(info: DataInfo, urls: list[str]) -> int:
     for split, shards in info.splits.items():
         if list(shards) == urls:
             return info.counts[split]
+    if info.shard_counts and all(u in info.shard_counts for u in urls):
+        return sum(info.shard_counts[u] for u in urls)
     for split, shards in info.splits.items():
         if set(urls) <= set(shards):
             return info.counts[split] * len(urls) // len(shards)

@@ -25,7 +25,11 @@ without decoding.
 
 Bad input: a truncated or unreadable shard ends early; a corrupt image gives its place to the next
 good sample (so the sample count, the epochs and resume stay exact). Each is warned and counted in
-batch["skipped"] (see Skips).
+batch["skipped"] (see Skips). A shard read to its end that holds more or fewer samples than index.json
+says, a sample without the label the index promises, or one whose members are apart stops the run
+with a DataError naming the shard (and key): those would silently skip, repeat or mislabel data.
+
+`data.cache=ram|device` serves the same batches from memory instead: cache.py.
 
 WebDataset opens the URLs (local, `pipe:`, http) and does the buffer shuffle; tar.py parses the
 tars (why, there). The shard deal and the epoch cut/pad are ours: WebDataset's split_by_node,
@@ -53,10 +57,11 @@ class TrainStream(IterableDataset):
 
     def __init__(self, urls, batch_size: int, transform: Transform, seed: int, count: int, rank: int = 0,
                  world_size: int = 1, mode: str = "split", shuffle_buffer: int = 512, start_batch: int = 0,
-                 max_skip_fraction: float = 0.01):
+                 max_skip_fraction: float = 0.01, shard_counts: dict | None = None):
         self.urls, self.batch_size, self.transform = list(urls), batch_size, transform
         self.seed, self.count, self.rank, self.world_size, self.mode = seed, count, rank, world_size, mode
         self.shuffle_buffer, self.start_batch, self.max_skip_fraction = shuffle_buffer, start_batch, max_skip_fraction
+        self.shard_counts = shard_counts or {}  # url -> count from the index: checked as each shard is read
 
     def _shards(self, epoch: int, reader: int, readers: int):
         """The shards `reader` reads in `epoch`, without end (the epoch's length cuts them)."""
@@ -75,7 +80,7 @@ class TrainStream(IterableDataset):
             taken = dry = 0
             for url in self._shards(epoch, reader, readers):
                 before = taken
-                for sample in read_shard(url, skips):
+                for sample in read_shard(url, skips, self.shard_counts.get(url)):
                     yield sample
                     taken += 1
                     if taken == per_reader:
@@ -114,6 +119,8 @@ class TrainStream(IterableDataset):
         for sample in samples():
             try:
                 image, extra = self.transform.decode(sample)
+            except DataError:  # a label missing or apart from its image: the data is wrong, not damaged
+                raise
             except Exception as exc:  # anything unreadable in one sample: skip it, never stop the run
                 skips.skip(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
                 pending += 1  # its place goes to the next good sample
@@ -135,10 +142,37 @@ class TrainStream(IterableDataset):
             pending = 0
 
 
+class Batches:
+    """A DataLoader whose workers' DataErrors come out as the one-line DataError they were: the
+    DataLoader re-raises a worker's exception with the worker's whole traceback in its message."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except DataError as exc:
+            text = str(exc)
+            if "Original Traceback" not in text:
+                raise
+            raise DataError(text.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+
+
+def make_transform(info: DataInfo, data_cfg=None, image_size: int = 0, attrs=(), crop: int = 0) -> Transform:
+    """The recipe's transform for this shard set; training's (random crop, flip) when `data_cfg` is given."""
+    promised = dict(labels=bool(info.class_names), has_attrs=bool(info.attr_names))
+    if data_cfg is None:
+        return Transform(info.channels, image_size or info.image_size, attrs, crop, **promised)
+    return Transform(info.channels, data_cfg.image_size or info.image_size, data_cfg.attrs, data_cfg.crop,
+                     data_cfg.random_crop, data_cfg.hflip, **promised)
+
+
 def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_size, start_batch=0,
-                 pin_memory=False) -> DataLoader:
+                 pin_memory=False, device=None):
     """Batches {"image", "label"?, "attrs"?, "epoch", "skipped"} for this rank, without end. Fails here,
-    before any training step, on a missing shard or too few shards for the readers."""
+    before any training step, on a missing shard or too few shards for the readers. With data.cache
+    ram or device (on `device`), the batches come from memory (cache.py) and are the same."""
     urls = list(urls)
     check_urls(urls)
     workers = data_cfg.num_workers
@@ -156,13 +190,17 @@ def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_s
         log.warning(f"note: data: {len(urls)} shards over {where}; each takes {count // readers} samples an "
                     f"epoch, so readers dealt fewer shards repeat some and those dealt more leave some out. "
                     f"A shard count that is a multiple of {readers} evens this out")
-    transform = Transform(info.channels, data_cfg.image_size or info.image_size, data_cfg.attrs, data_cfg.crop,
-                          data_cfg.random_crop, data_cfg.hflip)
+    transform = make_transform(info, data_cfg)
+    if data_cfg.cache != "none":
+        from distgen.data.cache import CachedBatches
+
+        return CachedBatches(urls, batch_size, transform, seed, count, rank, world_size, data_cfg,
+                             start_batch, info, device if data_cfg.cache == "device" else torch.device("cpu"))
     stream = TrainStream(urls, batch_size, transform, seed, count, rank, world_size, data_cfg.mode,
-                         data_cfg.shuffle_buffer, start_batch, data_cfg.max_skip_fraction)
+                         data_cfg.shuffle_buffer, start_batch, data_cfg.max_skip_fraction, info.shard_counts)
     # Own generator: creating the iterator must not draw from the global RNG that training uses.
-    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    return Batches(DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                              persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed)))
 
 
 def eval_batches(urls, batch_size, info: DataInfo, image_size=0, rank=0, world_size=1, attrs=(), crop=0,
@@ -174,14 +212,16 @@ def eval_batches(urls, batch_size, info: DataInfo, image_size=0, rank=0, world_s
     counts once at the end, never per batch. A corrupt sample is skipped with a warning (its rank
     holds one fewer); every rank reads every shard, so all agree on j."""
     check_urls(list(urls))
-    transform = Transform(info.channels, image_size or info.image_size, attrs, crop)
+    transform = make_transform(info, image_size=image_size, attrs=attrs, crop=crop)
     skips = Skips(max_skip_fraction, f"eval, rank {rank}")
     images, fields = [], []
-    for j, sample in enumerate(s for url in urls for s in read_shard(url, skips)):
+    for j, sample in enumerate(s for url in urls for s in read_shard(url, skips, info.shard_counts.get(url))):
         if j % world_size != rank:
             continue
         try:
             image, extra = transform.decode(sample)
+        except DataError:
+            raise
         except Exception as exc:  # anything unreadable in one sample: skip it, count it
             skips.skip(f"sample {sample.get('__key__')} of {sample.get('__url__')}", exc)
             continue

@@ -9,12 +9,18 @@ member on a 2-core machine, the whole stream's bottleneck in benchmarks/loader.p
 only what shards hold (regular files, with PAX or GNU long names) at a few microseconds a member, and
 it tells a file cut short from a complete one, which tarfile does not when the cut falls on a header.
 Samples are grouped as WebDataset groups them: consecutive files sharing the name before the first dot.
+A key that comes back after other samples (its label stored away from its image, as `tar` of an unsorted
+folder can do) is a DataError naming the shard and key, never a silent half sample. Gzip-compressed
+shards (`.tar.gz`, `.tgz`, or any shard starting with gzip's magic bytes) are decompressed on the fly.
 """
 from __future__ import annotations
+
+import gzip
 
 import webdataset as wds
 
 from distgen.data.samples import Skips
+from distgen.errors import DataError
 
 BLOCK = 512
 ZERO = bytes(BLOCK)
@@ -48,7 +54,7 @@ def members(stream):
         if header == ZERO:
             return
         stored = _number(header[148:156])
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum counts its field as spaces
+        if stored != sum(header) - sum(header[148:156]) + 256:  # the checksum counts its own field as spaces
             raise ValueError("a tar header with a wrong checksum: not a tar file, or a damaged one")
         kind = header[156:157]
         length = _number(header[124:136]) if size is None else size
@@ -73,15 +79,46 @@ def members(stream):
         path = size = None
 
 
-def read_shard(url: str, skips: Skips):
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_shard(url: str):
+    """The shard's tar bytes as a stream: WebDataset opens the URL, gzip is undone here."""
+    stream = wds.gopen(url)
+    gzipped = url.endswith((".gz", ".tgz"))
+    if not gzipped and hasattr(stream, "peek"):  # local files: sniff the magic bytes, whatever the name
+        gzipped = stream.peek(2)[:2] == GZIP_MAGIC
+    return gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream
+
+
+def not_adjacent(url: str, key: str, ext: str) -> DataError:
+    return DataError(f"shard '{url}': sample '{key}' has its '.{ext}' member apart from its other members "
+                     f"(other samples lie between them); WebDataset reads a sample as consecutive files, so "
+                     f"write the tar with its members sorted by name (`tar --sort=name -cf ...`) and rebuild "
+                     f"the index (`python -m shards index ...`)")
+
+
+def wrong_count(url: str, read: int, expected: int, more: bool = False) -> DataError:
+    folder = url.rsplit("/", 1)[0] if "/" in url else "."
+    holds = f"holds more than the {expected} samples index.json says" if more else \
+        f"holds {read} samples but index.json says {expected}"
+    return DataError(f"shard '{url}' {holds}; the index does not "
+                     f"describe this shard (replaced or hand-written?), and training on it would skip or repeat "
+                     f"samples. Remake the index with `python -m shards index {folder}`")
+
+
+def read_shard(url: str, skips: Skips, expected: int | None = None):
     """Raw samples of one shard, in file order. A truncated, garbled or unreadable shard ends where the
-    damage starts (a sample it cut in two is dropped) and counts as one skip."""
+    damage starts (a sample it cut in two is dropped) and counts as one skip. A sample whose members are
+    not adjacent is a DataError (see the module docstring), and so is a shard read to its end, undamaged,
+    that holds other than `expected` samples (the index's count for it, when it has one)."""
     try:
-        stream = wds.gopen(url)
+        stream = open_shard(url)
     except Exception as exc:  # gone since the check before training, or a remote error
         skips.skip(f"shard {url}", exc)
         return
     current, finished, counted = None, False, False
+    done: set[str] = set()  # keys already handed on: one coming back is a sample split apart
     try:
         for name, data in members(stream):
             key, ext = wds.tariterators.base_plus_ext(name)
@@ -89,16 +126,26 @@ def read_shard(url: str, skips: Skips):
                 continue
             if current is not None and key != current["__key__"]:
                 skips.seen += 1
+                done.add(current["__key__"])
                 yield current
                 current = None
             if current is None:
+                if key in done:
+                    raise not_adjacent(url, key, ext.lower())
+                if expected is not None and len(done) >= expected:  # a sample beyond the index's count
+                    raise wrong_count(url, len(done) + 1, expected, more=True)
                 current = {"__key__": key, "__url__": url}
             current[ext.lower()] = data
         if current is not None:
             skips.seen += 1
+            done.add(current["__key__"])
             yield current
         finished = True
-    except (OSError, EOFError, ValueError) as exc:
+        if expected is not None and len(done) != expected:
+            raise wrong_count(url, len(done), expected)
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:  # gzip's BadGzipFile is an OSError
         finished = counted = True
         skips.skip(f"the rest of shard {url}", exc)
     finally:

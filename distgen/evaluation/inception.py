@@ -33,10 +33,11 @@ def layer_for(metric: str) -> str:
     return FeatureExtractorInceptionV3.get_default_feature_layer_for_metric(metric)
 
 
-def resolve_weights(path: str | Path | None) -> Path:
-    """The local InceptionV3 weights file to use; a ConfigError (never a download) when there is none."""
+def resolve_weights(path: str | Path | None, how: str = "") -> Path:
+    """The local InceptionV3 weights file to use; a ConfigError (never a download) when there is none.
+    `how` says how to give one in the caller's terms (default: evaluate.py's flag)."""
     given = str(path) if path else os.environ.get(WEIGHTS_ENV, "")
-    how = (f"pass --inception-weights PATH or set {WEIGHTS_ENV}=PATH to a local copy of torch-fidelity's "
+    how = how or (f"pass --inception-weights PATH or set {WEIGHTS_ENV}=PATH to a local copy of torch-fidelity's "
            f"InceptionV3 weights, downloaded once on a machine with network from {URL_INCEPTION_V3}")
     if not given:
         raise ConfigError(f"FID/IS/KID/PRC need InceptionV3 weights and this never downloads them; {how}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch_fidelity
+from tqdm import tqdm
 
 from distgen.data import eval_batches, split_urls
 from distgen.evaluation.inception import (EXTRACTOR, FEATURE_DIMS, as_rgb, extract, file_sha256, save_pngs,
@@ -66,8 +67,11 @@ def reference_features(net, layers: list[str], data_cfg, info, image_size: int, 
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     local: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     seen = 0
-    for batch in eval_batches(urls, batch_size, info, image_size, rank=rank, world_size=world_size,
-                              crop=data_cfg.crop):  # the real images as training sees them (centre crop)
+    batches = eval_batches(urls, batch_size, info, image_size, rank=rank, world_size=world_size,
+                           crop=data_cfg.crop)  # the real images as training sees them (centre crop)
+    total = -(-info.counts.get(split, 0) // (world_size * batch_size)) or None
+    for batch in tqdm(batches, desc=f"reference features ({split})", unit="batch", total=total,
+                      disable=rank != 0, mininterval=5.0):  # a long quiet step on a big split: show progress
         images = to_uint8(batch["image"])
         if save_dir:  # item j of this rank is item j * world + rank of the split
             save_pngs(images, range(seen * world_size + rank, (seen + len(images)) * world_size, world_size),

@@ -6,7 +6,7 @@
 `model.condition: class` conditions on the class label (one-hot, cross-entropy head);
 `model.condition: attrs` on binary attributes chosen by `data.attrs` (0/1 inputs, BCE head).
 D's auxiliary loss trains on real images only by default (`model.aux_on_fake: false`): on the
-short CPU runs measured for DESIGN.md this gave ~95% generated-digit accuracy against ~50-58%
+short CPU runs measured for docs/design.md this gave ~95% generated-digit accuracy against ~50-58%
 when it also trained on fakes (D then learns to classify G's early garbage).
 """
 from __future__ import annotations

@@ -76,7 +76,7 @@ class Streams:
         self.iters = {key: iter(train_loader(
             split_urls(info, cfg.data.train_split, "data.train_split"), cfg.train.batch_size, info, cfg.data,
             cfg.run.seed + i, acc.process_index, acc.num_processes, start_batch=start_batch,
-            pin_memory=acc.device.type == "cuda")) for i, (key, info) in enumerate(self.infos.items())}
+            pin_memory=acc.device.type == "cuda", device=acc.device)) for i, (key, info) in enumerate(self.infos.items())}
 
     def next(self, device) -> tuple[dict, int]:
         """The next batch (a dict, or a dict of named batches) and how many images it holds."""

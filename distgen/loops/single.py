@@ -144,7 +144,7 @@ def train(cfg, resume: str | None = None) -> str:
 
     loaders = {name: iter(train_loader(urls, cfg.train.batch_size, stream_info, cfg.data, cfg.run.seed + i,
                                        acc.process_index, acc.num_processes, start_batch=state.batches,
-                                       pin_memory=acc.device.type == "cuda"))
+                                       pin_memory=acc.device.type == "cuda", device=acc.device))
                for i, (name, (urls, stream_info)) in enumerate(trains.items())}
     guard = Guard(acc, cfg, run)
     half = engine_dtype(acc)
