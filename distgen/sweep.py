@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Sweep:
     fixed: list[str] = field(default_factory=list)
     axes: dict[str, list[str]] = field(default_factory=dict)  # key -> override texts, in order
     table: dict = field(default_factory=dict)  # studies: {group_by: [...], metrics: [...]} for compare
+    after: list[str] = field(default_factory=list)  # studies: commands run on each finished run ({dir})
 
 
 def split_values(text: str) -> list[str]:
@@ -94,17 +96,18 @@ def load_study(path: str | Path) -> Sweep:
         overrides: [train.steps=3000]
         grid: {model.mode: [source_only, dann, target_only], run.seed: [0, 1, 2]}
         table: {group_by: [model.mode], metrics: [eval/target_acc]}
+        after: ["launch/evaluate.py {dir} --metrics judge_fid"]   # run with this python on each finished run
     """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"study '{path}' is not valid YAML: {exc}") from None
-    known = {"name", "recipe", "overrides", "grid", "table"}
+    known = {"name", "recipe", "overrides", "grid", "table", "after"}
     if not isinstance(raw, dict) or "recipe" not in raw or set(raw) - known:
         extra = sorted(set(raw) - known) if isinstance(raw, dict) else []
         raise ConfigError(f"study '{path}' must be a mapping with 'recipe' and optional name, overrides, grid, "
-                          f"table{f'; unknown key {extra[0]!r}' if extra else ''}")
+                          f"table, after{f'; unknown key {extra[0]!r}' if extra else ''}")
     recipes = raw["recipe"]
     if isinstance(recipes, str):
         recipes = {recipes: []}
@@ -121,8 +124,12 @@ def load_study(path: str | Path) -> Sweep:
     table = raw.get("table") or {}
     if not isinstance(table, dict) or set(table) - {"group_by", "metrics"}:
         raise ConfigError(f"study '{path}': 'table' takes group_by: [keys] and metrics: [names]")
+    after = raw.get("after") or []
+    if not isinstance(after, list) or not all(isinstance(c, str) and "{dir}" in c for c in after):
+        raise ConfigError(f"study '{path}': 'after' must be a list of commands with {{dir}}, "
+                          f"e.g. 'launch/evaluate.py {{dir}} --metrics judge_fid'")
     return Sweep(str(raw.get("name") or path.stem), {str(r): [str(o) for o in (ov or [])] for r, ov in recipes.items()},
-                 fixed, axes, table)
+                 fixed, axes, table, after)
 
 
 def default_name(recipes: list[str], axes: dict[str, list[str]]) -> str:
@@ -220,7 +227,7 @@ def write_manifest(sweep: Sweep, runs: list[dict], root: Path, extra: dict | Non
     path = manifest_path(root, sweep.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"name": sweep.name, "recipes": sweep.recipes, "fixed": sweep.fixed, "grid": sweep.axes,
-            "table": sweep.table, **(extra or {}), "runs": runs}
+            "table": sweep.table, "after": sweep.after, **(extra or {}), "runs": runs}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)  # a reader never sees half a manifest
@@ -237,6 +244,11 @@ def read_manifest(path: str | Path) -> dict:
         raise ConfigError(f"'{path}' does not exist: pass a sweep dir (runs/sweeps/<name>) with a {MANIFEST}") from None
     except ValueError as exc:
         raise ConfigError(f"'{path}' is not JSON ({exc}); rerun launch/sweep.py to rewrite it") from None
+
+
+def after_commands(after: list[str], run: dict, python: str) -> list[list[str]]:
+    """A study's `after` commands for one run: `{dir}` -> its run dir, scripts run with `python`."""
+    return [[python, *(part.replace("{dir}", run["dir"]) for part in shlex.split(cmd))] for cmd in after]
 
 
 def check_same(sweep: Sweep, old: dict) -> None:

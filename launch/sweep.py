@@ -86,21 +86,41 @@ def launcher_cmd(args) -> list[str]:
     return [sys.executable]
 
 
+AFTER_DONE = "sweep_after.done"  # in a run dir: the study's `after` commands succeeded on it
+
+
+def run_after(sweep: sw.Sweep, run: dict, logs: Path) -> bool:
+    """A study's `after` commands (evaluation) on a finished run, into its log; False if one failed."""
+    with open(logs / f"{run['id']}.log", "a") as log:
+        for cmd in sw.after_commands(sweep.after, run, sys.executable):
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                return False
+    if sweep.after:
+        (Path(run["dir"]) / AFTER_DONE).touch()
+    return True
+
+
 def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
     """Every unfinished run, `--parallel` at a time; the manifest is rewritten at every change."""
     base = launcher_cmd(args)
     logs = root / sweep.name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    todo = []
+    todo, failed = [], []
     for i, run in enumerate(runs):
         run["status"] = sw.state(run)
-        if run["status"] == "finished":
-            print(f"[{i + 1}/{len(runs)}] {run['id']}: finished, skipped")
-        else:
+        if run["status"] != "finished":
             todo.append(i)
+        elif sweep.after and not (Path(run["dir"]) / AFTER_DONE).is_file():  # trained, not yet evaluated
+            print(f"[{i + 1}/{len(runs)}] {run['id']}: finished; running the study's `after` commands", flush=True)
+            if not run_after(sweep, run, logs):
+                run["status"], run["returncode"] = "failed", None
+                failed.append(run)
+        else:
+            print(f"[{i + 1}/{len(runs)}] {run['id']}: finished, skipped")
     sw.write_manifest(sweep, runs, root)
     active: dict[int, tuple[subprocess.Popen, float]] = {}
-    failed = []
     try:
         while todo or active:
             while todo and len(active) < args.parallel:
@@ -123,6 +143,8 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
                 run = runs[i]
                 run["status"] = "finished" if proc.returncode == 0 and sw.state(run) == "finished" else "failed"
                 run["returncode"] = proc.returncode
+                if run["status"] == "finished" and not run_after(sweep, run, logs):
+                    run["status"] = "failed"
                 if run["status"] == "failed":
                     failed.append(run)
                 print(f"[{i + 1}/{len(runs)}] {run['id']}: {run['status']} (exit {proc.returncode}, "
@@ -138,10 +160,26 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
         print(f"interrupted; rerun the same command to continue sweep '{sweep.name}'", file=sys.stderr)
         return 130
     for run in failed:
-        print(f"error: run {run['id']} failed (exit {run['returncode']}); its log: "
+        print(f"error: run {run['id']} failed (exit {run.get('returncode')}); its log: "
               f"{logs / (run['id'] + '.log')}", file=sys.stderr)
+    if sweep.table and not failed:
+        print_table(sweep, runs)
     print(f"sweep dir: {root / sweep.name}")
     return 1 if failed else 0
+
+
+def print_table(sweep: sw.Sweep, runs: list[dict]) -> None:
+    """A study's table: compare.py --group-by on its runs."""
+    from distgen.evaluation import grouping
+    from distgen.evaluation.runs import load_run_dir
+
+    data = [load_run_dir(r["dir"], r["id"]) for r in runs]
+    plot = Path(runs[0]["dir"]).parent / "curves.png"
+    try:
+        print(grouping.report(data, list(sweep.table.get("group_by", [])), list(sweep.table.get("metrics", [])),
+                              plot, ""), end="")
+    except ConfigError as exc:
+        print(f"error: the study's table: {exc}", file=sys.stderr)
 
 
 def submit_argv(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> list[str]:

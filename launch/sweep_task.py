@@ -5,12 +5,14 @@
 Rendered into the array script by `launch/sweep.py --slurm` (through launch/submit.py) in place of
 launch/train.py, so it runs under the same launcher, signals and requeue as a single job. The recipe
 and overrides on its command line (the ones submit.py validated) are replaced by the task's own from
-the manifest; flags (--resume auto) pass to launch/train.py. A run that already finished exits at once.
+the manifest; flags (--resume auto) pass to launch/train.py. A run that already finished exits at once;
+one that finishes here then gets the study's `after` commands (its evaluation), on rank 0.
 """
 from __future__ import annotations
 
 import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +25,8 @@ def main(argv: list[str]) -> int:
         print("usage: sweep_task.py SWEEP_DIR/sweep.json [RECIPE OVERRIDES ...] [--resume auto]", file=sys.stderr)
         return 2
     try:
-        runs = sw.read_manifest(argv[0])["runs"]
+        manifest = sw.read_manifest(argv[0])
+        runs = manifest["runs"]
         task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
         if not task.isdigit() or int(task) >= len(runs):
             raise ConfigError(f"SLURM_ARRAY_TASK_ID={task!r}: the sweep has runs 0..{len(runs) - 1}; "
@@ -39,9 +42,14 @@ def main(argv: list[str]) -> int:
     sys.argv = [str(Path(__file__).with_name("train.py")), run["recipe"], *run["overrides"], *flags]
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
+        code = 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if code == 0 and sw.state(run) == "finished" and os.environ.get("RANK", "0") == "0":
+        for cmd in sw.after_commands(manifest.get("after") or [], run, sys.executable):  # a study's evaluation
+            print(f"sweep run {run['id']}: {' '.join(cmd)}", flush=True)
+            code = code or subprocess.run(cmd).returncode
+    return code
 
 
 if __name__ == "__main__":
