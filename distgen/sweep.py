@@ -77,7 +77,8 @@ def parse_grid(items: list[str]) -> tuple[list[str], dict[str, list[str]]]:
         if not sep or not key:
             raise ConfigError(f"sweep item '{item}' must look like key=a,b,c (e.g. optim.lr_d=1e-4,2e-4)")
         values = split_values(text)
-        if key in axes or any(f.partition("=")[0] == key for f in fixed):
+        if key in axes or (len(values) > 1 and any(f.partition("=")[0] == key for f in fixed)):
+            # (a fixed key given twice is fine: the later value wins, as with train.py's overrides)
             raise ConfigError(f"key '{key}' is given twice; give all its values once: {key}=a,b,c")
         if len(values) != len(set(values)):
             raise ConfigError(f"'{item}' repeats a value")
@@ -153,6 +154,11 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
+def id_text(value: str) -> str:
+    """A value as it reads in a run id: a list [8, 16] -> 8-16 (commas separate the keys there)."""
+    return re.sub(r"[\[\]{}\s'\"]", "", value).replace(",", "-")
+
+
 def expand(sweep: Sweep) -> list[dict]:
     """Every combination of the axes (and recipes), in grid order: {id, recipe, overrides, values}."""
     recipes = list(sweep.recipes)
@@ -163,7 +169,7 @@ def expand(sweep: Sweep) -> list[dict]:
         values = dict(zip(axes, combo))
         recipe = values.get(RECIPE_KEY, recipes[0])
         shown = {k: (Path(v).stem if k == RECIPE_KEY else v) for k, v in values.items()}
-        run_id = safe(",".join(f"{names[k]}={v}" for k, v in shown.items()) or "run")
+        run_id = safe(",".join(f"{names[k]}={id_text(v)}" for k, v in shown.items()) or "run")
         overrides = [*sweep.fixed, *sweep.recipes[recipe], *(f"{k}={v}" for k, v in values.items() if k != RECIPE_KEY)]
         runs.append({"id": run_id, "recipe": recipe, "overrides": overrides, "values": shown})
     ids = [r["id"] for r in runs]
@@ -186,36 +192,21 @@ def validate(sweep: Sweep, runs: list[dict], root: Path) -> None:
         run["dir"], run["steps"] = str(run_dir), cfg.train.steps
 
 
-def progress(run_dir: str | Path) -> int:
-    """The last step a run reached on disk: its latest checkpoint's step, or its last metrics line."""
-    run_dir = Path(run_dir)
-    step = 0
-    meta = run_dir / "checkpoints" / "latest" / "meta.json"
+def checkpoint_step(run_dir: str | Path) -> int:
+    """The step of a run's latest checkpoint (0 without one)."""
     try:
-        step = int(json.loads(meta.read_text()).get("step", 0))
+        return int(json.loads((Path(run_dir) / "checkpoints" / "latest" / "meta.json").read_text()).get("step", 0))
     except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut by a kill
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                step = max(step, row["step"])
-    except OSError:
-        pass
-    return step
+        return 0
 
 
 def state(run: dict) -> str:
-    """finished (reached train.steps and saved it), interrupted (has a checkpoint), or pending."""
-    run_dir = Path(run["dir"])
-    if (run_dir / "checkpoints" / "latest").exists() and progress(run_dir) >= run["steps"]:
-        return "finished"
-    if (run_dir / "checkpoints" / "latest").exists():
-        return "interrupted"
-    return "pending"
+    """finished (its latest checkpoint is at train.steps), interrupted (an earlier one), or pending.
+
+    The loops save a checkpoint at the last step, so a run whose metrics reached train.steps without
+    that checkpoint was cut short between the two and is resumed, not counted."""
+    step = checkpoint_step(run["dir"])
+    return "finished" if step >= run["steps"] else "interrupted" if step else "pending"
 
 
 def manifest_path(root: Path, name: str) -> Path:

@@ -247,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {run['id']}: {sw.state(run)}  {shlex.join([run['recipe'], *run['overrides']])}")
         return 0
     if args.slurm:
+        if shutil.which("sbatch") is None:  # before the manifest says "submitted"
+            print("error: sbatch not found: run this on a SLURM login node, or use --dry-run to see the script",
+                  file=sys.stderr)
+            return 2
         for run in runs:
             run["status"] = "finished" if sw.state(run) == "finished" else "submitted"
         sw.write_manifest(sweep, runs, root)
