@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dirs = grouping.expand_paths(args.run_dirs)
             runs = [load_run_dir(d, name) for d, name in zip(run_dirs, short_names(run_dirs))]
         if args.group_by:
-            keys, metrics = ([v.strip() for v in text.split(",") if v.strip()] for text in (args.group_by, args.metrics))
+            keys, metrics = ([v.strip() for v in t.split(",") if v.strip()] for t in (args.group_by, args.metrics))
             print(grouping.report(runs, keys, metrics, Path(args.plot), args.csv), end="")
             return 0
         diff = differing_keys(runs)

@@ -1,6 +1,6 @@
 """Evaluate a run's checkpoint and write eval/step_<N>.json (flat keys), printing the same JSON.
 
-    python launch/evaluate.py RUN_DIR [--checkpoint latest|step_<N>|PATH] [--metrics fid,isc,kid,prc,acc,test,judge_fid,coverage]
+    python launch/evaluate.py RUN_DIR [--checkpoint latest|step_<N>|PATH] [--metrics fid,isc,kid,prc,acc,test]
         [--num-samples N] [--inception-weights PATH] [--save-samples DIR] [--save-reference DIR]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 launch/evaluate.py RUN_DIR --metrics fid ...
 
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="latest")
     parser.add_argument("--metrics", default="acc", help=f"comma-separated: {', '.join(METRICS)}")
     parser.add_argument("--num-samples", type=int, default=None, help="default: the recipe's eval.num_samples")
-    parser.add_argument("--classifier", default="", help="judge run dir for acc, judge_fid, coverage (default: eval.classifier)")
+    parser.add_argument("--classifier", default="",
+                        help="judge run dir for acc, judge_fid, coverage (default: eval.classifier)")
     parser.add_argument("--seed", type=int, default=1234, help="noise seed of the generated samples")
     parser.add_argument("--inception-weights", default=None,
                         help="local InceptionV3 weights for fid/isc/kid/prc (default: $DISTGEN_INCEPTION_WEIGHTS)")

@@ -13,7 +13,8 @@ and status. The name defaults to the recipe and swept keys, so rerunning the sam
 the sweep: finished runs are skipped, interrupted ones resume from their last checkpoint.
 
 --local runs launch/train.py under `accelerate launch` (your accelerate config; `--launch-args`
-adds flags) or plain python (`--launcher python`), logs in runs/sweeps/<name>/logs/<id>.log.
+adds flags) or plain python (`--launcher python`), logs in runs/sweeps/<name>/logs/<id>.log;
+`--parallel K --gpus-per-run G` gives each of the K runs at a time its own G GPUs.
 --slurm renders launch/slurm/train.sbatch through launch/submit.py as one job array
 (`#SBATCH --array=0-<N-1>%<M>`), each task one run (launch/sweep_task.py picks it from sweep.json by
 $SLURM_ARRAY_TASK_ID), requeued and resumed per task like a single job. --dry-run prints the plan
@@ -26,6 +27,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,8 +79,16 @@ def _is_study(path: str) -> bool:
     return isinstance(raw, dict) and "family" not in raw and "recipe" in raw
 
 
+def free_port() -> int:
+    """A port nobody listens on now: runs started side by side must not share a rendezvous port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launcher_cmd(args) -> list[str]:
-    accelerate = shutil.which("accelerate", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this venv's first
+    accelerate = shutil.which("accelerate", path=path)
     if args.launcher == "accelerate" or (args.launcher == "auto" and accelerate):
         if not accelerate:
             raise ConfigError("--launcher accelerate: no `accelerate` next to this python or on PATH")
@@ -120,23 +130,30 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
         else:
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished, skipped")
     sw.write_manifest(sweep, runs, root)
-    active: dict[int, tuple[subprocess.Popen, float]] = {}
+    active: dict[int, tuple[subprocess.Popen, float, int]] = {}  # run index -> (process, start, slot)
     try:
         while todo or active:
             while todo and len(active) < args.parallel:
                 i = todo.pop(0)
                 run = runs[i]
                 verb = "resuming" if run["status"] == "interrupted" else "starting"
-                cmd = [*base, "launch/train.py", run["recipe"], *run["overrides"], "--resume", "auto"]
+                slot = min(set(range(args.parallel)) - {a[2] for a in active.values()})
+                env = dict(os.environ)
+                if args.gpus_per_run:  # slot k gets GPUs k*G .. k*G+G-1
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                        str(g) for g in range(slot * args.gpus_per_run, (slot + 1) * args.gpus_per_run))
+                port = ["--main_process_port", str(free_port())] if len(base) > 1 and args.parallel > 1 else []
+                cmd = [*base, *port, "launch/train.py", run["recipe"], *run["overrides"], "--resume", "auto"]
                 with open(logs / f"{run['id']}.log", "a") as log:
                     log.write(f"$ {shlex.join(cmd)}\n")
                     log.flush()
-                    active[i] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), time.time())
+                    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    active[i] = (proc, time.time(), slot)
                 run["status"] = "running"
                 print(f"[{i + 1}/{len(runs)}] {run['id']}: {verb}", flush=True)
                 sw.write_manifest(sweep, runs, root)
             time.sleep(0.5)
-            for i, (proc, started) in list(active.items()):
+            for i, (proc, started, _) in list(active.items()):
                 if proc.poll() is None:
                     continue
                 del active[i]
@@ -151,9 +168,12 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
                       f"{time.time() - started:.0f} s)", flush=True)
                 sw.write_manifest(sweep, runs, root)
     except KeyboardInterrupt:
-        for proc, _ in active.values():  # the runs save no checkpoint on INT yet: they resume from their last one
-            proc.send_signal(signal.SIGINT)
-        for i, (proc, _) in active.items():
+        # Ctrl-C in a terminal reaches the runs too; a `kill -INT` of this process alone is passed on.
+        # Each run resumes from its last checkpoint when the sweep is rerun.
+        for proc, _, _ in active.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for i, (proc, _, _) in active.items():
             proc.wait()
             runs[i]["status"] = sw.state(runs[i])
         sw.write_manifest(sweep, runs, root)
@@ -211,13 +231,15 @@ def parse(argv):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--local", action="store_true", help="run here (the default)")
     mode.add_argument("--slurm", action="store_true",
-                      help="submit one SLURM job array; other options go to launch/submit.py (--time, --partition, ...)")
+                      help="one SLURM job array; other options go to launch/submit.py (--time, --partition, ...)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs (or the array script), run nothing")
     local = parser.add_argument_group("--local")
     local.add_argument("--parallel", type=int, default=1, help="runs at a time")
     local.add_argument("--launcher", choices=["auto", "accelerate", "python"], default="auto",
                        help="auto: `accelerate launch` when installed, else python")
     local.add_argument("--launch-args", default="", help="flags for `accelerate launch`, e.g. '--num_processes 1'")
+    local.add_argument("--gpus-per-run", type=int, default=0,
+                       help="with --parallel K: run slot k sees GPUs k*G..k*G+G-1 (CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="--slurm: array tasks running at once (%% limit)")
     args, rest = parser.parse_known_args(argv)
     args.submit_options = rest
@@ -229,9 +251,9 @@ def parse(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        if args.parallel < 1 or args.max_concurrent < 0:
-            raise ConfigError(f"--parallel must be >= 1 and --max-concurrent >= 0; got {args.parallel}, "
-                              f"{args.max_concurrent}")
+        if args.parallel < 1 or args.max_concurrent < 0 or args.gpus_per_run < 0:
+            raise ConfigError(f"--parallel must be >= 1, --max-concurrent and --gpus-per-run >= 0; got "
+                              f"{args.parallel}, {args.max_concurrent}, {args.gpus_per_run}")
         sweep, runs, root = build(args)
         path = sw.manifest_path(root, sweep.name)
         if path.is_file():
