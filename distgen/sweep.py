@@ -242,6 +242,18 @@ def after_commands(after: list[str], run: dict, python: str) -> list[list[str]]:
     return [[python, *(part.replace("{dir}", run["dir"]) for part in shlex.split(cmd))] for cmd in after]
 
 
+AFTER_DONE = "sweep_after.done"  # in a run dir: the study's `after` commands succeeded on it
+
+
+def after_done(after: list[str], run: dict) -> bool:
+    return not after or (Path(run["dir"]) / AFTER_DONE).is_file()
+
+
+def mark_after_done(after: list[str], run: dict) -> None:
+    if after:
+        (Path(run["dir"]) / AFTER_DONE).write_text("\n".join(after) + "\n")
+
+
 def check_same(sweep: Sweep, old: dict) -> None:
     """A rerun must be the same sweep: a different grid under the same name would mix two experiments."""
     for key, mine in (("recipes", sweep.recipes), ("fixed", sweep.fixed), ("grid", sweep.axes)):

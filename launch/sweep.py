@@ -51,6 +51,8 @@ def build(args) -> tuple[sw.Sweep, list[dict], Path]:
         sweep = sw.load_study(args.target)
         extra_fixed, extra_axes = sw.parse_grid(args.grid)  # command-line additions to a study
         sweep.fixed += extra_fixed
+        for key in (f.partition("=")[0] for f in extra_fixed):  # e.g. run.seed=0: one seed of the study
+            sweep.axes.pop(key, None)
         sweep.axes |= extra_axes
         sweep.recipes = {str(ROOT / r): ov for r, ov in sweep.recipes.items()}  # a study's paths: from the repo
     else:
@@ -96,9 +98,6 @@ def launcher_cmd(args) -> list[str]:
     return [sys.executable]
 
 
-AFTER_DONE = "sweep_after.done"  # in a run dir: the study's `after` commands succeeded on it
-
-
 def run_after(sweep: sw.Sweep, run: dict, logs: Path) -> bool:
     """A study's `after` commands (evaluation) on a finished run, into its log; False if one failed."""
     with open(logs / f"{run['id']}.log", "a") as log:
@@ -107,8 +106,7 @@ def run_after(sweep: sw.Sweep, run: dict, logs: Path) -> bool:
             log.flush()
             if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 return False
-    if sweep.after:
-        (Path(run["dir"]) / AFTER_DONE).touch()
+    sw.mark_after_done(sweep.after, run)
     return True
 
 
@@ -122,7 +120,7 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
         run["status"] = sw.state(run)
         if run["status"] != "finished":
             todo.append(i)
-        elif sweep.after and not (Path(run["dir"]) / AFTER_DONE).is_file():  # trained, not yet evaluated
+        elif not sw.after_done(sweep.after, run):  # trained, not yet evaluated
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished; running the study's `after` commands", flush=True)
             if not run_after(sweep, run, logs):
                 run["status"], run["returncode"] = "failed", None

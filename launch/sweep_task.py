@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
         for cmd in sw.after_commands(manifest.get("after") or [], run, sys.executable):  # a study's evaluation
             print(f"sweep run {run['id']}: {' '.join(cmd)}", flush=True)
             code = code or subprocess.run(cmd).returncode
+        if code == 0:
+            sw.mark_after_done(manifest.get("after") or [], run)
     return code
 
 

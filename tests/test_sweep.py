@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -165,3 +166,24 @@ def test_every_study_validates(study, tmp_path):
     sw.validate(spec, runs, tmp_path)
     assert len(runs) >= 3 and spec.table.get("group_by")
     assert len({r["id"] for r in runs}) == len(runs)
+
+
+def test_a_study_file_runs_its_after_commands_and_prints_its_table(grid, digits, tmp_path):
+    """A study over the finished grid: nothing trains again; `after` runs once per run; the table prints."""
+    args = json.loads((grid.parent / "args.json").read_text())
+    fixed = args[3:args.index("--name")]
+    probe = "import pathlib, sys; pathlib.Path(sys.argv[1], 'probe.txt').write_text('after')"
+    study = tmp_path / "probe.yaml"
+    study.write_text(json.dumps({
+        "name": "grid", "recipe": RECIPE, "overrides": fixed,
+        "grid": {"optim.lr_d": ["1e-4", "3e-4"], "run.seed": [0, 1]},
+        "after": [f"-c {shlex.quote(probe)} {{dir}}"],
+        "table": {"group_by": ["optim.lr_d"], "metrics": ["G/adv"]}}))
+    result = sweep(str(study), "--root", str(grid.parent), "--launcher", "python")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("running the study's `after` commands") == 4
+    assert all((grid / r / "probe.txt").read_text() == "after" for r in ("lr_d=1e-4,seed=0", "lr_d=3e-4,seed=1"))
+    table = [line for line in result.stdout.splitlines() if line.startswith("| 0.000")]
+    assert len(table) == 2 and all("±" in line for line in table), result.stdout
+    again = sweep(str(study), "--root", str(grid.parent), "--launcher", "python")
+    assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4
