@@ -5,7 +5,7 @@
 
 What launch/sweep.py, launch/sweep_task.py (one SLURM array task) and launch/compare.py share:
 parsing `key=a,b,c` (each value YAML, as train.py's overrides; `[1, 2]` stays one value), the grid's
-expansion into runs with short readable ids, validation of every run with distgen.config.load before
+expansion into runs with short readable ids, validation of every run with the recipe loader before
 anything starts, the manifest RUN_ROOT/<name>/sweep.json and whether a run is finished. No torch import.
 """
 from __future__ import annotations
@@ -20,8 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from distgen import config
 from distgen.errors import ConfigError
+
+try:  # where the recipe loader lives once distgen.config no longer imports the family registry
+    from distgen.recipes import load as load_recipe
+except ImportError:  # before that change
+    from distgen.config import load as load_recipe
 
 MANIFEST = "sweep.json"
 RECIPE_KEY = "recipe"  # the grid axis over recipe files (config's own `recipe` is the file's stem)
@@ -185,7 +189,7 @@ def validate(sweep: Sweep, runs: list[dict], root: Path) -> None:
         run_dir = root / sweep.name / run["id"]
         run["overrides"] = [*run["overrides"], f"run.dir={run_dir}", f"log.wandb.group={sweep.name}"]
         try:
-            cfg = config.load(run["recipe"], run["overrides"])
+            cfg = load_recipe(run["recipe"], run["overrides"])
         except ConfigError as exc:
             combo = ", ".join(f"{k}={v}" for k, v in run["values"].items()) or run["recipe"]
             raise ConfigError(f"sweep run [{combo}]: {exc}") from None

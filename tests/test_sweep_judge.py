@@ -12,7 +12,7 @@ import torch_fidelity
 
 from conftest import TINY_CLS, TINY_GAN, run, train
 
-from distgen import config
+from distgen.config import DataConfig
 from distgen.evaluation import judge as J
 
 
@@ -38,8 +38,7 @@ class Images(torch.utils.data.Dataset):
 
 
 def test_judge_fid_through_torch_fidelity(digits, judge_dir):
-    cfg = config.load("recipes/classifier_digits.yaml", [f"data.root={digits}"])
-    real = J.real_images(cfg.data, 32)
+    real = J.real_images(DataConfig(root=str(digits)), 32)
     noise = torch.randint(0, 256, real.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
     def fid(other):
