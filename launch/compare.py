@@ -2,6 +2,7 @@
 
     python launch/compare.py RUN_DIR RUN_DIR ... [--csv FILE] [--plot FILE]
     python launch/compare.py --wandb ENTITY/PROJECT [--filter '{"config.family": "dcgan"}'] [--csv FILE]
+    python launch/compare.py runs/sweeps/NAME [RUN_DIR ...] --group-by KEY[,KEY] [--metrics M,M] [--csv FILE]
 
 Markdown goes to stdout. Final metrics are the last logged value of every metrics.jsonl key and
 the newest eval/step_<N>.json as eval/<key> (from W&B: the run summary, with the same names,
@@ -10,7 +11,11 @@ run.dir is left out (it differs for every run and names the columns). How each r
 (RUN_DIR/run.json: mixed precision, world size, machines, data.num_workers, distgen commit, how it
 ended) is listed per run and compared like config keys, as run.json/<fact>. --plot (default
 compare_curves.png) gets one panel per logged key with one line per run; --csv FILE writes one row
-per run. The W&B path reads config, summary and history through wandb's public API (wandb.Api).
+per run. A sweep dir (launch/sweep.py) stands for its runs. --group-by prints one row per group
+instead: each final metric as mean ± std over the group's runs (seeds) with n, and the keys the
+groups differ in; curves are each group's mean with a ± std band; --csv gets one row per group
+(distgen/evaluation/grouping.py). A study's sweep dir groups by its saved table without --group-by.
+The W&B path reads config, summary and history through wandb's public API (wandb.Api).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import sys
 from pathlib import Path
 
 from distgen.errors import ConfigError, DataError
+from distgen.evaluation import grouping
 from distgen.evaluation.plots import plot_panels, series
 from distgen.evaluation.runs import RunData, describe, flatten, is_number, load_run_dir, short_names
 
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", default="", help="W&B run filter as JSON (MongoDB style, as wandb.Api().runs)")
     parser.add_argument("--csv", default="", help="also write one row per run to this CSV file")
     parser.add_argument("--plot", default="compare_curves.png", help="overlaid learning curves (PNG)")
+    parser.add_argument("--group-by", default="", help="KEY[,KEY]: one row per group, mean ± std over its runs")
+    parser.add_argument("--metrics", default="", help="with --group-by: these final metrics only (comma-separated)")
     args = parser.parse_args(argv)
     try:
         if bool(args.wandb) == bool(args.run_dirs):
@@ -114,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--filter is not JSON ({exc.msg}), e.g. '{{\"config.family\": \"dcgan\"}}'")
             runs = load_wandb(args.wandb, filters)
         else:
-            runs = [load_run_dir(d, name) for d, name in zip(args.run_dirs, short_names(args.run_dirs))]
+            spec = grouping.table_spec(args.run_dirs)
+            args.group_by = args.group_by or ",".join(spec.get("group_by", []))
+            args.metrics = args.metrics or ",".join(spec.get("metrics", []))
+            run_dirs = grouping.expand_paths(args.run_dirs)
+            runs = [load_run_dir(d, name) for d, name in zip(run_dirs, short_names(run_dirs))]
+        if args.group_by:
+            keys, metrics = ([v.strip() for v in t.split(",") if v.strip()] for t in (args.group_by, args.metrics))
+            print(grouping.report(runs, keys, metrics, Path(args.plot), args.csv), end="")
+            return 0
         diff = differing_keys(runs)
         plot = plot_curves(runs, Path(args.plot))
         if args.csv:

@@ -15,6 +15,9 @@ Metrics:
         for a single-objective run, what its training loop measures on the test split(s): classifier
         acc (attrs: mean and per attribute), vae mse/kld, dann source_acc/target_acc.
   test  the same as acc (the name for vae and dann runs).
+  judge_fid, coverage  Fréchet distance in the judge's (eval.classifier's) penultimate features to
+        data.eval_split, and the judge's class histogram of the samples against uniform
+        (distgen/evaluation/judge.py): sample quality of unconditional models on the digits.
 Also writes eval/grid_step_<N>.png: the family's sample grid (ACGAN: rows = noise, columns = classes).
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from distgen.checkpoint import load_run
 from distgen.errors import ConfigError, DataError
 from distgen.evaluation.fidelity import FIDELITY_METRICS, evaluate_generator
 from distgen.evaluation.inception import resolve_weights
+from distgen.evaluation.judge import JUDGE_METRICS, judge_metrics
 from distgen.evaluation.reference import default_cache_dir
 from distgen.loops.single import eval_sums, streams
 from distgen.samples import generate, save_grid
@@ -84,8 +88,15 @@ def metric_images(names, cfg, family, args, accel) -> dict:
         save_samples=args.save_samples, save_reference=args.save_reference, log=log)
 
 
+def metric_judge(names, cfg, family, args, accel) -> dict:
+    if not accel.is_main_process:  # a small job: the main process does it alone
+        return {}
+    return judge_metrics(names, cfg, family, args.classifier or cfg.eval.classifier, args.num_samples, args.seed)
+
+
 # "test" reads better than "acc" for a VAE run's mse/kld; for single-objective runs both name the same thing.
-METRICS = {"acc": metric_acc, "test": metric_acc, **{name: metric_images for name in FIDELITY_METRICS}}
+METRICS = {"acc": metric_acc, "test": metric_acc, **{name: metric_images for name in FIDELITY_METRICS},
+           **{name: metric_judge for name in JUDGE_METRICS}}
 
 
 def check_empty(folder: str | None, flag: str) -> None:
@@ -100,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="latest")
     parser.add_argument("--metrics", default="acc", help=f"comma-separated: {', '.join(METRICS)}")
     parser.add_argument("--num-samples", type=int, default=None, help="default: the recipe's eval.num_samples")
-    parser.add_argument("--classifier", default="", help="judge run dir for 'acc' (default: eval.classifier)")
+    parser.add_argument("--classifier", default="",
+                        help="judge run dir for acc, judge_fid, coverage (default: eval.classifier)")
     parser.add_argument("--seed", type=int, default=1234, help="noise seed of the generated samples")
     parser.add_argument("--inception-weights", default=None,
                         help="local InceptionV3 weights for fid/isc/kid/prc (default: $DISTGEN_INCEPTION_WEIGHTS)")

@@ -26,17 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "launch" / "slurm" / "train.sbatch"
 
 
-def render(args, overrides: list[str]) -> str:
+def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
+    """entry replaces launch/train.py (e.g. launch/sweep_task.py MANIFEST); extra_sbatch adds header lines."""
     cfg = config.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
     recipe = shlex.quote(os.path.relpath(Path(args.recipe).resolve(), ROOT))
-    train_args = ["launch/train.py", recipe, *(shlex.quote(o) for o in overrides)]
+    train_args = [*(entry or ["launch/train.py"]), recipe, *(shlex.quote(o) for o in overrides)]
     if not any(o.startswith("run.dir=") for o in overrides):  # stable across requeues: the job id
         train_args.append(f'"run.dir=runs/{cfg.recipe}/slurm-${{SLURM_JOB_ID}}"')
     launch_args = ["--multi_gpu"] if args.nodes * args.gpus_per_node > 1 else []
     if args.mixed_precision:
         launch_args += ["--mixed_precision", args.mixed_precision]
     extra = [f"#SBATCH --partition={args.partition}" if args.partition else "",
-             f"#SBATCH --account={args.account}" if args.account else ""]
+             f"#SBATCH --account={args.account}" if args.account else "", *extra_sbatch]
     values = {
         "JOB_NAME": args.job_name or f"distgen-{cfg.recipe}", "NODES": str(args.nodes),
         "GPUS_PER_NODE": str(args.gpus_per_node), "CPUS_PER_TASK": str(args.cpus_per_task), "TIME": args.time,
@@ -52,7 +53,7 @@ def render(args, overrides: list[str]) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nodes < 1 or args.gpus_per_node < 1:
             raise ConfigError("--nodes and --gpus-per-node must be >= 1")
-        script = render(args, args.overrides)
+        script = render(args, args.overrides, entry, extra_sbatch)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,3 +58,31 @@ def image_strip(images: list[tuple[str, Path]], path: Path, most: int = 6) -> Pa
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_bands(panels: list[tuple[str, dict[str, list[tuple[float, float, float]]]]], path: Path,
+               cols: int = 4) -> Path:
+    """Like plot_panels, for groups of runs: each line the mean over a group, its band ± one std."""
+    cols = max(1, min(cols, len(panels)))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, points in lines.items():
+            if points:
+                xs, means, stds = zip(*points)
+                stds = [0.0 if math.isnan(s) else s for s in stds]  # one run at that step: no band
+                ax.plot(xs, means, label=label, linewidth=1.2)
+                ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                alpha=0.25)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if any(lines.values()):
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
