@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distgen import config
-from distgen.errors import ConfigError, DataError, TrainingError
-from distgen.families import FAMILIES
+from distgen.loops import signals
+
+signals.install()  # first, before the heavy imports: a stop signal during startup is kept, not fatal
+
+from distgen import config  # noqa: E402
+from distgen.errors import ConfigError, DataError, TrainingError  # noqa: E402
+from distgen.families import FAMILIES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
