@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--accelerate", default=str(ROOT / ".venv" / "bin" / "accelerate"))
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
     try:
         if args.nodes < 1 or args.gpus_per_node < 0 or args.processes_per_node < 0 or args.cpus_per_task < 0:
             raise ConfigError(f"--nodes must be >= 1 and --gpus-per-node, --processes-per-node, --cpus-per-task "

@@ -8,7 +8,9 @@ checked afterwards: every step logged once, the final step reached, `latest` at 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +53,7 @@ def _log(tmp_path) -> str:
     return "\n".join(p.read_text() for p in sorted((tmp_path / "logs").glob("*.out")))
 
 
-def _wait(what: str, ok, tmp_path, timeout: float = 240):
+def _wait(what: str, ok, tmp_path, timeout: float = 600):
     deadline = time.time() + timeout
     while not ok():
         assert time.time() < deadline, f"timed out waiting for {what}:\n{_log(tmp_path)[-4000:]}"
@@ -110,21 +112,50 @@ def test_dry_run_renders_a_cpu_only_job_that_slurm_accepts(slurm, tmp_path):
                  "#SBATCH --signal=B:USR1@300", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "NPROC=32",
                  "srun", "launch/slurm/task.sh", "--resume auto", "run.dir=runs/wgan_gp/slurm-${SLURM_JOB_ID}"]:
         assert line in gpus.stdout, line
-    assert "ACCELERATE_USE_CPU" not in gpus.stdout and "scancel" not in gpus.stdout
+    commands = [line for line in gpus.stdout.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("ACCELERATE_USE_CPU" in line or "scancel" in line for line in commands)
     bad = run([sys.executable, "launch/submit.py", "recipes/wgan_gp.yaml", "--time", "4", "--dry-run"])
     assert bad.returncode == 2 and "--signal-seconds 300" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _training_processes(run_dir: Path) -> list[int]:
+    """The job's training processes (not the launcher or `accelerate launch`), found by their command line."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if f"run.dir={run_dir}" in argv and "launch/train.py" in argv and not any(
+                a.endswith(("accelerate", "launcher.py")) for a in argv):
+            found.append(int(entry))
+    return found
 
 
 def test_time_limit_usr1_checkpoints_requeues_resumes_and_finishes(slurm, digits, tmp_path):
     """`--signal=B:USR1@59` on a 1-minute job: SLURM signals the batch shell (up to 30 s after the job is
     within 59 s of its limit: its time-limit check period), training stops with a checkpoint, the batch
     script requeues the job, the requeued job resumes there and finishes. A clean requeue looks like
-    one: no error line in the job log, exit code 0 in SLURM's records."""
-    run_dir, steps = tmp_path / "run", 800
+    one: no error line in the job log, exit code 0 in SLURM's records.
+
+    So that the step of the stop does not depend on this machine's speed, the test pauses the training
+    processes (SIGSTOP, as a very long step would) from their first logged step until the launcher has
+    passed SLURM's USR1 on, then lets them go on (SIGCONT)."""
+    run_dir, steps = tmp_path / "run", 100
     job = _submit(tmp_path, digits, run_dir, f"train.steps={steps}", "--time", "1", "--signal-seconds", "59")
-    _wait("the time-limit requeue", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path, timeout=180)
+    signalled = "launcher: SIGUSR1: the training processes stop"
+    _wait("training or SLURM's USR1", lambda: _last_step(run_dir) > 0 or signalled in _log(tmp_path), tmp_path)
+    paused = _training_processes(run_dir)
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        _wait("SLURM's USR1", lambda: signalled in _log(tmp_path), tmp_path, timeout=90)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    _wait("the time-limit requeue", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path)
     stopped = _latest(run_dir)
-    assert 0 < stopped < steps, f"no stop before the end (stopped at {stopped}): raise steps\n{_log(tmp_path)}"
+    assert 0 < stopped < steps
     # the second allocation gets the time to finish (else it would stop and requeue again, as it should)
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
     _finished(job, run_dir, steps, tmp_path)
