@@ -13,7 +13,8 @@ import sys
 
 from distgen.loops import signals
 
-signals.install()  # first, before the heavy imports: a stop signal during startup is kept, not fatal
+if __name__ == "__main__":  # first, before the heavy imports: a stop signal during startup is kept, not fatal
+    signals.install()
 
 from distgen import config  # noqa: E402
 from distgen.errors import ConfigError, DataError, TrainingError  # noqa: E402

@@ -183,7 +183,9 @@ def test_term_to_the_whole_job_and_an_admin_requeue_lose_nothing_and_two_ranks_f
     assert 0 < first < steps
     _wait("the resumed run", lambda: _last_step(run_dir) > first, tmp_path)
     subprocess.run(["scontrol", "requeue", job], check=True)
-    _wait("the admin requeue", lambda: int(_job(job).get("Restarts", 0)) >= 2, tmp_path)
+    # Restarts counts the requeue at once; PENDING comes once the job's processes have ended
+    _wait("the admin requeue", lambda: int(_job(job).get("Restarts", 0)) >= 2 and _job(job)["JobState"] == "PENDING",
+          tmp_path)
     second = _latest(run_dir)
     assert first < second < steps
     _finished(job, run_dir, steps, tmp_path)
