@@ -19,9 +19,9 @@ after them, with:
 Why not `accelerate launch` alone: it does not pass USR1 on (USR1's default action kills it at once,
 exit 138, and its training processes train on as orphans), and after TERM or INT its elastic agent
 SIGKILLs the training processes 30 s later, however long their checkpoint takes. So here `accelerate
-launch` runs in its own session with TERM, INT and USR1 ignored (TORCHELASTIC_SIGNALS_TO_HANDLE keeps
-its agent from taking TERM and INT back), and dies with this process whatever kills it (a parent-death
-SIGKILL); its training processes then stop by themselves (distgen/loops/signals.py).
+launch` runs in its own session with TERM, INT and USR1 ignored (torchrun's signals_to_handle, set
+through PET_SIGNALS_TO_HANDLE, keeps its agent from taking TERM and INT back), and dies with this
+process whatever kills it (a parent-death SIGKILL); its training processes then stop by themselves (distgen/loops/signals.py).
 """
 from __future__ import annotations
 
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     received: list[int] = []
     for sig in SIGNALS:
         signal.signal(sig, lambda signum, frame: received.append(signum))
-    env = {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT",
+    # torchrun's --signals_to_handle (read from PET_SIGNALS_TO_HANDLE by the parser Accelerate fills):
+    # without TERM and INT its elastic agent leaves them ignored, as _child_setup sets them
+    env = {**os.environ, "PET_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT", "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT",
            "DISTGEN_SHUTDOWN_TIMEOUT": str(int(timeout))}
     launcher = subprocess.Popen([accelerate, "launch", *rest], env=env, preexec_fn=_child_setup,
                                 start_new_session=True)
