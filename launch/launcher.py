@@ -21,7 +21,8 @@ exit 138, and its training processes train on as orphans), and after TERM or INT
 SIGKILLs the training processes 30 s later, however long their checkpoint takes. So here `accelerate
 launch` runs in its own session with TERM, INT and USR1 ignored (torchrun's signals_to_handle, set
 through PET_SIGNALS_TO_HANDLE, keeps its agent from taking TERM and INT back), and dies with this
-process whatever kills it (a parent-death SIGKILL); its training processes then stop by themselves (distgen/loops/signals.py).
+process whatever kills it (a parent-death SIGKILL); its training processes then stop by themselves
+(distgen/loops/signals.py).
 """
 from __future__ import annotations
 
