@@ -4,7 +4,8 @@
 # for them and exits 0 after a clean stop), with a c10d rendezvous on the first node.
 #
 #   NNODES=2 NPROC=16 HEAD_NODE=host1 HEAD_PORT=29500 SLURM_NODEID=0 PYTHON=.venv/bin/python \
-#   ACCELERATE=.venv/bin/accelerate LAUNCH_ARGS="--multi_gpu --mixed_precision bf16" bash launch/slurm/task.sh launch/train.py RECIPE ...
+#   ACCELERATE=.venv/bin/accelerate LAUNCH_ARGS="--multi_gpu --mixed_precision bf16" \
+#   bash launch/slurm/task.sh launch/train.py RECIPE ...
 set -u
 # shellcheck disable=SC2086  # LAUNCH_ARGS is a list of flags
 exec "${PYTHON:-python}" launch/launcher.py --stop-code 0 --shutdown-timeout "${SHUTDOWN_TIMEOUT:-600}" \
