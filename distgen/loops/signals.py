@@ -1,6 +1,7 @@
 """Stop requests for a running training: signal handlers, the dead-launcher watchdog, the SLURM requeue.
 
-    install()   at the top of launch/train.py, before the heavy imports, so an early signal is kept
+    install()   at the top of launch/train.py (run as a script), before the heavy imports: an early
+                signal is kept, not fatal; Guard calls it again
     received()  the stop signals seen so far; Guard.preempted() turns them into an all-rank decision
     requeue(acc, step)   after the stop checkpoint: ask SLURM to run the job again
 
@@ -25,8 +26,9 @@ Who sends them, and who must *not* act on them (the decisions, under proctrack/l
   600) after its launcher died kills itself, so no orphan keeps a GPU.
 
 Requeue: under SLURM with launch/slurm/train.sbatch (DISTGEN_REQUEUE_FILE set) the main process only writes
-that file; the batch shell runs `scontrol requeue` once every training process has exited, so SLURM's own
-TERM for the requeue meets no process still writing a checkpoint. In a job script of your own
+that file; the batch shell runs `scontrol requeue` once every training process has exited (and only if
+SLURM still runs the job: a `scancel` stays a cancel), so SLURM's own TERM for the requeue meets no
+process still writing a checkpoint. In a job script of your own
 (SLURM_JOB_ID set, no DISTGEN_REQUEUE_FILE) the main process runs `scontrol requeue` itself.
 """
 from __future__ import annotations
