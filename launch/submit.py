@@ -2,11 +2,15 @@
 
     python launch/submit.py recipes/wgan_gp.yaml optim.lr_d=1e-4 --nodes 4 --gpus-per-node 8 \
         --partition gpu --time 24:00:00 [--account A] [--dry-run]
+    python launch/submit.py recipes/quickstart.yaml --gpus-per-node 0 --processes-per-node 2 --time 30   # CPU-only
 
-The job runs one task per node (`srun` -> launch/slurm/task.sh -> `accelerate launch` with a c10d
-rendezvous on the first node), is requeueable, and gets SIGUSR1 `--signal-seconds` before its
-time limit: training checkpoints at the next step, requeues the job and exits; the requeued job
-resumes from checkpoints/latest of the same run dir (runs/<recipe>/slurm-<job id>).
+One node: the batch shell runs launch/launcher.py -> `accelerate launch`; several nodes: one task per
+node (`srun` -> launch/slurm/task.sh -> launch/launcher.py -> `accelerate launch` with a c10d
+rendezvous on the first node). The job is requeueable and gets SIGUSR1 `--signal-seconds` before its
+time limit (SIGTERM from preemption or scancel is handled the same way): training checkpoints at the
+next step and exits, the batch script requeues the job; the requeued job resumes from
+checkpoints/latest of the same run dir (runs/<recipe>/slurm-<job id>). `--gpus-per-node 0` is a
+CPU-only job (no GPU request; ACCELERATE_USE_CPU=1, `--processes-per-node` processes per node).
 """
 from __future__ import annotations
 
@@ -26,26 +30,45 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "launch" / "slurm" / "train.sbatch"
 
 
+def seconds(time: str) -> int:
+    """SLURM's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    days, _, rest = time.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if "-" in time:
+        h, m, s = (parts + [0, 0])[:3]
+    else:
+        h, m, s = {1: [0, parts[0], 0], 2: [0, *parts], 3: parts}[len(parts)]
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
     """entry replaces launch/train.py (e.g. launch/sweep_task.py MANIFEST); extra_sbatch adds header lines."""
     cfg = config.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
+    per_node = args.processes_per_node or args.gpus_per_node or 1
+    cpus = args.cpus_per_task or per_node * (4 if args.gpus_per_node else 1)
     recipe = shlex.quote(os.path.relpath(Path(args.recipe).resolve(), ROOT))
     train_args = [*(entry or ["launch/train.py"]), recipe, *(shlex.quote(o) for o in overrides)]
     if not any(o.startswith("run.dir=") for o in overrides):  # stable across requeues: the job id
         train_args.append(f'"run.dir=runs/{cfg.recipe}/slurm-${{SLURM_JOB_ID}}"')
-    launch_args = ["--multi_gpu"] if args.nodes * args.gpus_per_node > 1 else []
-    if args.mixed_precision:
-        launch_args += ["--mixed_precision", args.mixed_precision]
-    extra = [f"#SBATCH --partition={args.partition}" if args.partition else "",
+    # --multi_gpu is accelerate's "several processes" switch; on CPUs it needs ACCELERATE_USE_CPU=1, or
+    # every process would be a world of its own (two trainings in one run dir).
+    launch_args = ["--multi_gpu"] if args.nodes * per_node > 1 else ([] if args.gpus_per_node else ["--cpu"])
+    launch_args += ["--mixed_precision", args.mixed_precision or "no", "--dynamo_backend", "no"]
+    extra = [f"#SBATCH --gpus-per-node={args.gpus_per_node}" if args.gpus_per_node else "",
+             f"#SBATCH --partition={args.partition}" if args.partition else "",
              f"#SBATCH --account={args.account}" if args.account else "", *extra_sbatch]
+    log_dir = Path(args.log_dir).resolve()
     values = {
         "JOB_NAME": args.job_name or f"distgen-{cfg.recipe}", "NODES": str(args.nodes),
-        "GPUS_PER_NODE": str(args.gpus_per_node), "CPUS_PER_TASK": str(args.cpus_per_task), "TIME": args.time,
-        "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(ROOT / "runs" / "slurm")),
+        "CPUS_PER_TASK": str(cpus), "TIME": args.time,
+        "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(log_dir)),
         "EXTRA_SBATCH": "\n".join(line for line in extra if line), "WORKDIR": shlex.quote(str(ROOT)),
-        "NPROC": str(args.nodes * args.gpus_per_node), "PORT": str(args.port),
-        "ACCELERATE": shlex.quote(args.accelerate), "LAUNCH_ARGS": shlex.quote(" ".join(launch_args)),
-        "TRAIN_ARGS": " ".join(train_args),
+        "EXPORTS": "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
+        "NPROC": str(args.nodes * per_node),
+        # a port per job id, unless given: two jobs sharing a node must not share a rendezvous port
+        "PORT": str(args.port) if args.port else "$((20000 + SLURM_JOB_ID % 20000))",
+        "PYTHON": shlex.quote(args.python), "ACCELERATE": shlex.quote(args.accelerate),
+        "LAUNCH_ARGS": shlex.quote(" ".join(launch_args)), "TRAIN_ARGS": " ".join(train_args),
     }
     text = TEMPLATE.read_text()
     for key, value in values.items():
@@ -58,25 +81,41 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None, extra_sb
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--cpus-per-task", type=int, default=32)
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="0: a CPU-only job (no GPU request)")
+    parser.add_argument("--processes-per-node", type=int, default=0,
+                        help="training processes per node (default: --gpus-per-node, or 1 on CPUs)")
+    parser.add_argument("--cpus-per-task", type=int, default=0,
+                        help="CPUs per node (default: 4 per GPU, or 1 per process on a CPU-only job)")
     parser.add_argument("--partition", default="")
     parser.add_argument("--account", default="")
     parser.add_argument("--time", default="24:00:00")
     parser.add_argument("--job-name", default="")
     parser.add_argument("--signal-seconds", type=int, default=300, help="USR1 this long before the time limit")
-    parser.add_argument("--port", type=int, default=29500)
+    parser.add_argument("--port", type=int, default=0, help="rendezvous port (default: 20000 + job id %% 20000)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="")
+    parser.add_argument("--log-dir", default=str(ROOT / "runs" / "slurm"), help="where the job logs go")
+    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--accelerate", default=str(ROOT / ".venv" / "bin" / "accelerate"))
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
     try:
-        if args.nodes < 1 or args.gpus_per_node < 1:
-            raise ConfigError("--nodes and --gpus-per-node must be >= 1")
+        if args.nodes < 1 or args.gpus_per_node < 0 or args.processes_per_node < 0 or args.cpus_per_task < 0:
+            raise ConfigError(f"--nodes must be >= 1 and --gpus-per-node, --processes-per-node, --cpus-per-task "
+                              f">= 0; got {args.nodes}, {args.gpus_per_node}, {args.processes_per_node}, "
+                              f"{args.cpus_per_task}")
+        try:
+            limit = seconds(args.time)
+        except (ValueError, KeyError):
+            raise ConfigError(f"--time {args.time!r} is not a SLURM time (MM, HH:MM:SS, D-HH:MM)") from None
+        if not 0 < args.signal_seconds < limit:
+            raise ConfigError(f"--signal-seconds {args.signal_seconds} must be > 0 and shorter than --time "
+                              f"{args.time} ({limit} s), or every start of the job gets the stop signal at once")
         script = render(args, args.overrides, entry, extra_sbatch)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    out = Path(args.log_dir)
+    out.mkdir(parents=True, exist_ok=True)  # sbatch needs the --output folder to exist, --dry-run or not
     if args.dry_run:
         print(script, end="")
         return 0
@@ -84,8 +123,6 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None, extra_sb
         print("error: sbatch not found: run this on a SLURM login node, or use --dry-run to see the script",
               file=sys.stderr)
         return 2
-    out = ROOT / "runs" / "slurm"
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{Path(args.recipe).stem}.sbatch"
     path.write_text(script)
     return subprocess.run(["sbatch", str(path)]).returncode

@@ -14,10 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distgen import config
-from distgen.errors import ConfigError, DataError, TrainingError
-from distgen.families import FAMILIES
-from distgen.loops.run_dir import note_failure
+from distgen.loops import signals
+
+if __name__ == "__main__":  # first, before the heavy imports: a stop signal during startup is kept, not fatal
+    signals.install()
+
+from distgen import config  # noqa: E402
+from distgen.errors import ConfigError, DataError, TrainingError  # noqa: E402
+from distgen.families import FAMILIES  # noqa: E402
+from distgen.loops.run_dir import note_failure  # noqa: E402
 
 
 INCEPTION_METRICS = ("fid", "isc", "kid", "prc")

@@ -20,12 +20,8 @@ CPU2 = "--multi_gpu --mixed_precision no --dynamo_backend no"
 
 
 def _env(tmp_path, **extra):
-    """Environment of a SLURM task on this machine: fake scontrol that records its arguments."""
-    fake = tmp_path / "bin"
-    fake.mkdir(exist_ok=True)
-    (fake / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
-    (fake / "scontrol").chmod(0o755)
-    return {**os.environ, "PATH": f"{fake}:{BIN}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "",
+    """Environment of a SLURM task (launch/slurm/task.sh) of a multi-node job, on this machine."""
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "",
             "ACCELERATE_USE_CPU": "1", "ACCELERATE": str(BIN / "accelerate"), "NNODES": "1", "NPROC": "2",
             "HEAD_NODE": "127.0.0.1", "HEAD_PORT": str(free_port()), "SLURM_NODEID": "0",
             "LAUNCH_ARGS": CPU2, "SLURM_JOB_ID": "4242", "WANDB_MODE": "disabled", **extra}
@@ -44,51 +40,7 @@ def _wait_for_metrics(run_dir: Path, proc, timeout=120):
         time.sleep(0.5)
 
 
-def test_submit_dry_run_renders_a_valid_requeueable_script(tmp_path):
-    out = run([sys.executable, "launch/submit.py", "recipes/wgan_gp.yaml", "optim.lr_d=1e-4", "--nodes", "4",
-               "--gpus-per-node", "8", "--partition", "gpu", "--account", "lab", "--time", "12:00:00", "--dry-run"])
-    assert out.returncode == 0, out.stderr
-    script = out.stdout
-    (tmp_path / "job.sbatch").write_text(script)
-    assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
-    for line in ["#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --requeue", "#SBATCH --signal=B:USR1@", "#SBATCH --partition=gpu",
-                 "#SBATCH --account=lab", "#SBATCH --time=12:00:00", "scontrol show hostnames",
-                 "NPROC=32", "trap 'scancel --signal=USR1", "srun", "launch/slurm/task.sh", "--resume auto",
-                 "optim.lr_d=1e-4", "run.dir=runs/wgan_gp/slurm-${SLURM_JOB_ID}"]:
-        assert line in script, line
-    task = (ROOT / "launch" / "slurm" / "task.sh").read_text()
-    assert "--rdzv_backend c10d" in task and "--machine_rank" in task and "trap 'forward USR1' USR1" in task
-    bad = run([sys.executable, "launch/submit.py", "recipes/wgan_gp.yaml", "optim.lr_x=1", "--dry-run"])
-    assert bad.returncode == 2 and "optim.lr_x" in bad.stderr
-
-
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
-def test_signal_checkpoints_requeues_and_resumes(digits, tmp_path, sig):
-    run_dir = tmp_path / "job"
-    args = ["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
-            "train.steps=100000", "run.checkpoint_every=100000"]
-    env = _env(tmp_path)
-    proc = _task(args, env)
-    _wait_for_metrics(run_dir, proc)
-    proc.send_signal(sig)  # what the batch script's trap (scancel --signal) delivers to each task
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    latest = (run_dir / "checkpoints" / "latest").resolve()
-    stopped_at = int(latest.name.split("_")[1])
-    assert 0 < stopped_at < 100000
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
-    assert "checkpoint saved" in out + err
-
-    # the requeued job: same command with --resume auto, continues at that step
-    env2 = _env(tmp_path, HEAD_PORT=str(free_port()))
-    again = subprocess.run(["bash", "launch/slurm/task.sh", "launch/train.py", *args[:-2],
-                            f"train.steps={stopped_at + 5}", "run.checkpoint_every=100000", "--resume", "auto"],
-                           cwd=ROOT, env=env2, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from {latest}" in again.stdout + again.stderr
-    steps = [r["step"] for r in metrics(run_dir)]
-    assert steps[-1] == stopped_at + 5
+# The SLURM script, signals and requeue: tests/test_slurm.py (on a real SLURM) and tests/test_signals.py.
 
 
 def test_two_nodes_over_loopback_train_together(digits, tmp_path):

@@ -1,10 +1,10 @@
 """What keeps long runs alive, shared by the loops: preemption signals and non-finite steps.
 
-Preemption: SIGUSR1 (SLURM's pre-timeout signal, forwarded by launch/slurm/forward_signals.sh)
-and SIGTERM set a flag; at the next step boundary all ranks agree (accelerate set_trigger /
-check_trigger), the loop saves a checkpoint, the main process requeues the SLURM job
-(`scontrol requeue $SLURM_JOB_ID`), and every rank exits cleanly. The requeued job runs the
-same command with --resume auto and continues from checkpoints/latest.
+Preemption: SIGUSR1, SIGTERM and SIGINT set a flag (distgen/loops/signals.py, which also says who
+sends which signal, and how launch/launcher.py and launch/slurm/train.sbatch pass them on); at the
+next step boundary the loop asks, all ranks agree (accelerate set_trigger / check_trigger), the loop
+saves a checkpoint, the SLURM job is requeued, and every rank exits cleanly. The requeued job runs
+the same command with --resume auto and continues from checkpoints/latest.
 
 Non-finite steps: after the (all-reduced) gradients of a phase are computed, a step whose
 gradients are not finite is skipped and counted; `train.max_nonfinite` in a row stop the run with
@@ -13,53 +13,31 @@ step; `train.max_nonfinite: 0` turns it off.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
-
 import torch
 
 from distgen.errors import TrainingError
-
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-_received: list[int] = []
-
-
-def _handler(signum, frame):  # only records: the loop acts at the next step boundary
-    _received.append(signum)
-
-
-def install_signal_handlers() -> None:
-    if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            signal.signal(sig, _handler)
+from distgen.loops import signals
 
 
 class Guard:
     def __init__(self, acc, cfg, run):
         self.acc, self.cfg, self.run = acc, cfg, run
         self.nonfinite_in_a_row: dict[str, int] = {}  # per phase: a healthy G must not hide a broken D
-        install_signal_handlers()
+        signals.install()  # again (launch/train.py did at startup): a loop may be called directly
 
     # -- preemption -------------------------------------------------------------------------
 
     def preempted(self) -> bool:
-        """True on every rank once any rank has received SIGUSR1/SIGTERM (agreed at a step boundary)."""
+        """True on every rank once any rank has received SIGUSR1/SIGTERM/SIGINT (agreed at a step boundary)."""
         if self.acc.num_processes == 1:
-            return bool(_received)
-        if _received:
+            return bool(signals.received())
+        if signals.received():
             self.acc.set_trigger()
         return self.acc.check_trigger()
 
     def requeue(self, step: int) -> None:
-        """After the checkpoint of `step`: tell SLURM to run the job again (main process only)."""
-        names = ", ".join(signal.Signals(s).name for s in sorted(set(_received))) or "a signal on another rank"
-        self.acc.print(f"stopping at step {step} ({names}): checkpoint saved")
-        job = os.environ.get("SLURM_JOB_ID")
-        if self.acc.is_main_process and job:
-            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            self.acc.print(f"scontrol requeue {job}: " + ("ok" if done.returncode == 0 else done.stderr.strip()))
+        """After the checkpoint of `step`: say why, and have SLURM run the job again (signals.requeue)."""
+        signals.requeue(self.acc, step)
 
     # -- non-finite steps -------------------------------------------------------------------
 
