@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from distgen import config as config_mod
 from distgen import stats
+from distgen.loops import signals
 from distgen.checkpoint import info_to_meta
 from distgen.errors import ConfigError
 from distgen.loops import run_dir as run_dir_mod
@@ -243,9 +244,7 @@ class Run:
         self._finished = True
 
     def _why_early(self) -> str | None:
-        from distgen.loops import guard  # the signal half may live elsewhere; only its record is read
-
-        got = sorted(set(getattr(guard, "_received", []) or []))
+        got = sorted(set(signals.received()))
         if got:
             names = ", ".join(signal.Signals(s).name for s in got)
             return f"{names} received: checkpoint saved" + (" and the SLURM job requeued"
