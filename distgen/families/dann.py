@@ -128,7 +128,6 @@ class DANN(Family):
                      "classifier": head([dim, m.hidden, m.hidden, info.num_classes], m.batch_norm, m.dropout)}
         if m.mode == "dann":  # only when trained: an unused net would stall DDP's gradient reduction
             self.nets["domain"] = head([dim, m.hidden, 1], m.batch_norm)
-        self.progress = 0.0  # set by the loop: step / train.steps
         self.figure_samples = m.tsne_points
 
     # -- data -----------------------------------------------------------------------------------
