@@ -38,14 +38,19 @@ def count(name: str, value: torch.Tensor | float) -> None:
     _counts[name].append(value.detach().float().sum() if isinstance(value, torch.Tensor) else float(value))
 
 
-def _device(*groups) -> torch.device:
-    """The device of the first reported tensor (CPU when only numbers were reported)."""
-    for group in groups:
+_last_device = torch.device("cpu")
+
+
+def _device() -> torch.device:
+    """The device of the first reported tensor; with none, that of the previous collect (CPU at first)."""
+    global _last_device
+    for group in (_sums, _counts):
         for vals in group.values():
             for v in vals:
                 if isinstance(v, torch.Tensor):
-                    return v.device
-    return torch.device("cpu")
+                    _last_device = v.device
+                    return _last_device
+    return _last_device
 
 
 def _on(vals: list, device: torch.device) -> torch.Tensor:
@@ -60,7 +65,7 @@ def _on(vals: list, device: torch.device) -> torch.Tensor:
 def collect(device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Mean of every reported name since the last collect (this rank only), all on one device
     (default: the device the tensors were reported on), then reset."""
-    device = torch.device(device) if device is not None else _device(_sums, _counts)
+    device = torch.device(device) if device is not None else _device()
     out = {name: _on(vals, device).mean() for name, vals in sorted(_sums.items())}
     _sums.clear()
     return out
@@ -68,7 +73,7 @@ def collect(device: torch.device | str | None = None) -> dict[str, torch.Tensor]
 
 def collect_counts(device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Sum of every counted name since the last call (this rank only), on one device, then reset."""
-    device = torch.device(device) if device is not None else _device(_counts, _sums)
+    device = torch.device(device) if device is not None else _device()
     out = {name: _on(vals, device).sum() for name, vals in sorted(_counts.items())}
     _counts.clear()
     return out
