@@ -20,7 +20,6 @@ from distgen import config, stats
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
 from distgen.loops.guard import Guard
-from distgen.loops.stepper import Group, Stepper
 
 DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
 SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
@@ -155,6 +154,8 @@ def test_a_training_step_reads_nothing_back_from_the_device(digits, tmp_path, mo
 def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device(monkeypatch, fresh_accelerate):
     """A NaN gradient: the fused optimizer's device-side skip leaves weights and moments untouched, the
     streak is a device tensor (no read), and the check at the boundary raises after max_nonfinite."""
+    from distgen.loops.stepper import Group, Stepper
+
     from distgen.errors import TrainingError
 
     torch.manual_seed(0)
@@ -202,6 +203,8 @@ def test_single_objective_grad_accum_steps_once_per_k_micro_batches(digits, tmp_
 
 def test_accumulated_micro_batches_step_like_one_big_batch(fresh_accelerate):
     """k micro-batches through the stepper give the weights one step on their concatenation gives."""
+    from distgen.loops.stepper import Group, Stepper
+
     torch.manual_seed(0)
     x, y = torch.randn(8, 5), torch.randn(8, 1)
     ref = torch.nn.Linear(5, 1)
@@ -238,6 +241,8 @@ def test_gradient_penalty_through_a_real_grad_scaler_at_a_large_scale(fresh_acce
     autograd.grad must run at the scaler's scale (so fp16 gradients do not underflow) and its value and
     the weights after the step must equal the unscaled penalty's: deleting the scaling, or the unscaling,
     in gradient_penalty fails this."""
+    from distgen.loops.stepper import Group, Stepper
+
     torch.manual_seed(0)
     fam = _family(name)
     real, fake = torch.rand(6, 1, 32, 32) * 2 - 1, torch.rand(6, 1, 32, 32) * 2 - 1
