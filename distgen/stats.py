@@ -29,7 +29,9 @@ _counts: dict[str, list[torch.Tensor | float]] = defaultdict(list)
 
 
 def report(name: str, value: torch.Tensor | float) -> None:
-    """One value of `name` (a tensor is averaged first); logged as the mean over the interval and ranks."""
+    """One value of `name` (a tensor is averaged first, and stays on its device; a number stays a number).
+    Logged as the mean over the interval and over the ranks that reported it: a name may be reported on
+    some ranks only, or not every step (the rule: module docstring)."""
     _sums[name].append(value.detach().float().mean() if isinstance(value, torch.Tensor) else float(value))
 
 

@@ -127,7 +127,8 @@ def _count_syncs(monkeypatch, run):
     return calls
 
 
-@pytest.mark.parametrize("recipe, extra", [("dcgan_digits_smoke", TINY_GAN + ["train.phases=[{name: D, repeat: 2}, {name: G}]"]),
+@pytest.mark.parametrize("recipe, extra", [("dcgan_digits_smoke",
+                                            TINY_GAN + ["train.phases=[{name: D, repeat: 2}, {name: G}]"]),
                                            ("vae_digits_smoke", ["model.widths=[8,16]", "model.latent=4",
                                                            "train.batch_size=16", "model.tsne_points=60"])])
 def test_a_training_step_reads_nothing_back_from_the_device(digits, tmp_path, monkeypatch, fresh_accelerate,

@@ -182,8 +182,11 @@ class GANFamily(Family):
         return t
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.model_cfg.z_dim, 1, 1, generator=generator)
-        return z.to(self.device)
+        """Training noise is drawn on the device (no host-to-device copy per step); noise from a (CPU)
+        `generator` (fixed grids, evaluation) is the same on every device."""
+        if generator is None:
+            return torch.randn(n, self.model_cfg.z_dim, 1, 1, device=self.device)
+        return torch.randn(n, self.model_cfg.z_dim, 1, 1, generator=generator).to(self.device)
 
     def grid_inputs(self, seed: int) -> tuple[dict, int]:
         """Fixed inputs for sample grids (the same all run long) and the grid's number of columns:

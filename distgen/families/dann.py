@@ -178,7 +178,7 @@ class DANN(Family):
         logits = nets["classifier"](f[:len(x)])
         coeff = grl_lambda(self.progress, m.grl_gamma)
         d = nets["domain"](reverse_gradient(f, coeff)).squeeze(1).float()
-        is_target = torch.cat([torch.zeros(len(x)), torch.ones(len(target))]).to(d.device)
+        is_target = torch.cat([torch.zeros(len(x), device=d.device), torch.ones(len(target), device=d.device)])
         stats.report("acc", (logits.argmax(1) == y).float())
         stats.report("domain_acc", ((d > 0).float() == is_target).float())
         stats.report("grl_lambda", coeff)

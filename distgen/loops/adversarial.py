@@ -187,7 +187,8 @@ def train(cfg, resume: str | None = None) -> str:
             run.log_image(done, "samples", grid)
         if cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last):
             run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G))
-        preempted = (logging or saving) and guard.preempted()  # same steps on every rank: a collective
+        # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank
+        preempted = (logging or saving) and guard.preempted()
         if saving or preempted:
             run.save(done, meta)
         if preempted:

@@ -195,7 +195,8 @@ def train(cfg, resume: str | None = None) -> str:
                 with torch.no_grad():
                     family.figures(models, unnamed(first_samples(evals, family.figure_samples, cfg, acc.device)),
                                    run.dir, done)
-        preempted = (logging or saving) and guard.preempted()  # same steps on every rank: a collective
+        # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank
+        preempted = (logging or saving) and guard.preempted()
         if saving or preempted:
             run.save(done, meta, nets)
         if preempted:
