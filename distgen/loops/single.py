@@ -4,7 +4,7 @@
 
 Data. A family trains on data.root unless its `streams(cfg, which)` names several shard sets
 (DANN: `source` and `target`); then `loss` gets {name: batch}. Every stream gives one batch per
-step, so one counter resumes them all; stream i is shuffled with seed run.seed + i.
+micro-batch, so one counter resumes them all; stream i is shuffled with seed run.seed + i.
 
 Steps. One training step is one optimizer step over train.grad_accum micro-batches (each a batch
 of every stream), as in the adversarial loop; the stepper (distgen/loops/stepper.py, shared with
