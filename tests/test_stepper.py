@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import time
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -27,12 +29,16 @@ SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
 
 @pytest.fixture
 def fresh_accelerate():
-    """Accelerate keeps process-wide state; start and leave every in-process use clean."""
+    """Accelerate keeps process-wide state, and a training run installs its signal handlers: start and
+    leave every in-process use clean."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 # -- statistics: one device, names on some ranks only ------------------------------------------------
@@ -165,7 +171,7 @@ def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device(monkeypa
     opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
     net, opt = acc.prepare(net, opt)
     cfg = config.from_dict({"family": "classifier", "train": {"max_nonfinite": 2}})
-    run = SimpleNamespace(dir=__import__("pathlib").Path("/nonexistent"))
+    run = SimpleNamespace(dir=Path("/nonexistent"))
     guard = Guard.__new__(Guard)  # no signal handlers in the test process
     guard.acc, guard.cfg, guard.run, guard._row, guard._worst = acc, cfg, run, {}, {}
     stepper = Stepper(acc, cfg, guard, {"net": net}, {"": Group(("net",), [opt])})
