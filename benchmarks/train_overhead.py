@@ -58,8 +58,10 @@ def bare_rate(args, batch, freeze_d: bool = False) -> float:
     torch.manual_seed(cfg.run.seed)
     family = FAMILIES["dcgan"](cfg, load_info(cfg.data))
     G, D = family.nets["G"], family.nets["D"]
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    # the optimizer the harness builds: fused Adam (train.fused_optim), so only the harness's overhead differs
+    fused = cfg.train.fused_optim
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
     real, n = batch["image"], args.batch
     start = None
     for step in range(args.steps):

@@ -86,7 +86,7 @@ class TrainConfig:
     compile: str = ""  # torch.compile backend for the nets ("" = eager; "inductor"; nets that need
     #                    double backward, e.g. a gradient-penalty critic, stay eager)
     tf32: bool = True  # TensorFloat-32 matmuls/convolutions on Ampere+ GPUs
-    fused_optim: bool = True  # fused Adam kernels on CUDA
+    fused_optim: bool = True  # fused Adam/SGD kernels (CPU, CUDA): faster; they skip non-finite steps on the device
 
 
 @dataclass(frozen=True)

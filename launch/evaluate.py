@@ -53,7 +53,7 @@ def metric_acc(names, cfg, family, args, accel) -> dict:
         nets = {name: net.eval() for name, net in family.nets.items()}
         sums = eval_sums(family, nets, streams(type(family), cfg, "eval"), cfg, device=family.device)
         return {k: round(v, 6) for k, v in family.finish_eval({k: float(v) for k, v in sums.items()}).items()}
-    if not hasattr(family, "class_inputs"):
+    if family.class_inputs is None or not family.num_classes:
         raise ConfigError(f"metric '{names[0]}' needs a class-conditioned family or a single-objective run; "
                           f"'{cfg.family}' is neither (fid, isc, kid, prc measure its samples)")
     judge_dir = args.classifier or cfg.eval.classifier
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         out: dict = {"step": step}
         for fn in dict.fromkeys(METRICS[name] for name in names):  # each function once, in order
             out.update(fn([n for n in names if METRICS[n] is fn], cfg, family, args, accel))
-        if main_process and hasattr(family, "grid_inputs"):
+        if main_process and family.grid_inputs is not None:
             inputs, cols = family.grid_inputs(cfg.run.seed)
             grid = save_grid(generate(family, family.nets[family.GENERATOR], inputs),
                              Path(args.run_dir) / "eval" / f"grid_step_{step}.png", cols)

@@ -37,19 +37,6 @@ def test_gradient_penalty_in_bf16_matches_fp32():
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
 
 
-def test_gradient_penalty_is_unchanged_by_loss_scaling():
-    """Under fp16 the loop hands the family GradScaler's scale; the penalty must not depend on it."""
-    torch.manual_seed(0)
-    fam = _wgan()
-    real, fake = torch.rand(8, 1, 32, 32), torch.rand(8, 1, 32, 32)
-    torch.manual_seed(1)
-    plain = fam.gradient_penalty(fam.nets["D"], real, fake)
-    fam.grad_scale = lambda: 65536.0
-    torch.manual_seed(1)
-    scaled = fam.gradient_penalty(fam.nets["D"], real, fake)
-    assert scaled.item() == pytest.approx(plain.item(), rel=1e-5)
-
-
 @pytest.mark.parametrize("precision, steps", [("bf16", 5), ("fp16", 3)])
 def test_mixed_precision_runs_through_accelerate_launch(digits, tmp_path, precision, steps):
     run_dir = tmp_path / precision
@@ -60,8 +47,8 @@ def test_mixed_precision_runs_through_accelerate_launch(digits, tmp_path, precis
     assert result.returncode == 0, result.stderr[-3000:]
     row = metrics(run_dir)[-1]
     assert row["step"] == steps and all(v == v and abs(v) < 1e6 for v in row.values())
-    # (Accelerate uses no GradScaler on the CPU, so loss scaling itself is covered by
-    # test_gradient_penalty_is_unchanged_by_loss_scaling; on CUDA the loop logs D/skipped, G/skipped.)
+    # (Accelerate uses no GradScaler on the CPU, so loss scaling itself is covered by tests/test_stepper.py's
+    # test_gradient_penalty_through_a_real_grad_scaler_at_a_large_scale; on CUDA the loop logs D/skipped, G/skipped.)
 
 
 def test_sync_batchnorm_only_where_it_exists():

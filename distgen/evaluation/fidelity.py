@@ -15,7 +15,6 @@ extractor); torch-fidelity's default for `prc` alone would be VGG16, a second we
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -43,16 +42,10 @@ KEYS = {KEY_METRIC_FID: "fid", KEY_METRIC_ISC_MEAN: "isc_mean", KEY_METRIC_ISC_S
 
 
 def sample_inputs(family, n: int, seed: int) -> dict:
-    """The generator inputs of sample 0..n-1: the same on every rank and for every world size.
-
-    A family's own `eval_inputs(n, seed)` if it has one; class-conditioned families cycle through
-    their classes (class_inputs); others take noise."""
-    if hasattr(family, "eval_inputs"):
-        return family.eval_inputs(n, seed)
-    if hasattr(family, "class_inputs") and getattr(family, "num_classes", 0):
-        inputs = family.class_inputs(math.ceil(n / family.num_classes), seed=seed)
-        return {k: v[:n] for k, v in inputs.items()}
-    return {"z": family.noise(n, torch.Generator().manual_seed(seed))}
+    """The generator inputs of sample 0..n-1: the same on every rank and for every world size
+    (the family's `eval_inputs`: class-conditioned families cycle through their classes, others take
+    noise; distgen/families/base.py)."""
+    return family.eval_inputs(n, seed)
 
 
 def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tensor:
@@ -121,7 +114,7 @@ def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Pa
     if unknown:
         raise ConfigError(f"unknown image metric '{unknown[0]}'; valid: {', '.join(FIDELITY_METRICS)}")
     weights = resolve_weights(weights)
-    if not hasattr(family, "GENERATOR"):
+    if family.GENERATOR is None:
         raise ConfigError(f"metrics {', '.join(metrics)} score generated images; family '{cfg.family}' "
                           f"generates none")
     if num_samples < 2:

@@ -1,11 +1,41 @@
-"""What every family file provides, and the small pieces they share.
+"""What every family file provides (the family contract), and the small pieces they share.
 
-A family owns its networks (plain PyTorch) and its losses. `loss(phase, nets, batch)` returns
-named terms that are already weighted; the loop sums them, calls backward and steps. Losses never
-call backward and never see ranks; `nets` are the (possibly DDP-wrapped) modules to run forward.
+A family owns its networks (plain PyTorch) and its losses. `loss` returns named terms that are
+already weighted; the loop's stepper (distgen/loops/stepper.py) sums them, calls backward and
+steps. Losses never call backward and never see ranks; `nets` are the (possibly DDP-wrapped)
+modules to run forward.
+
+Required of every family (class `Family` below): `ModelConfig`, `__init__(cfg, info, device)`
+filling `self.nets`, and `loss`:
+  - adversarial loop (STYLE "adversarial"): `loss(phase, nets, batch)`, PHASES, DEFAULT_PHASES,
+    GENERATOR, `optimizer(net, params)`, `grid_inputs(seed)`, `generate(G, inputs)`;
+  - single-objective loop (STYLE "single"): `loss(batch, nets)`, `evaluate(batch, nets)` (sums over
+    one batch) and `finish_eval(sums)`.
+Optional hooks, each with its default here (a loop or tool calls them unconditionally; nothing
+probes a family with hasattr, and no loop sets attributes on a family):
+  - `set_progress(p)`: called by the single-objective loop before every step with p = step /
+    train.steps (DANN's GRL schedule, the VAE's KL warm-up read `self.progress`); default stores it.
+  - `lr_factor`: None, or a method p -> learning-rate factor (a LambdaLR then drives the optimizer).
+  - `streams(cfg, which)`: the shard folders of the single-objective loop's streams; default data.root.
+  - `figures`: None, or a method (nets, batch, run_dir, step) drawing figures from the first
+    `figure_samples` test samples (main process, eval-mode copies).
+  - `PER_RANK_STATE`: True when `state_dict`/`load_state_dict` hold state that differs per rank and
+    must be checkpointed (CycleGAN's image pools); default False.
+  - `GENERATOR`: the name of the net that generates images (None: the family generates none);
+    `grid_inputs`: None or a method seed -> (fixed grid inputs, columns); `class_inputs`: None or a
+    method (per_class, seed) -> inputs cycling through the classes (with `num_classes`);
+    `eval_inputs(n, seed)`: the generator inputs of FID/IS/KID/PRC's samples (default: classes
+    when the family has class_inputs, else noise).
+  - The fp16 loss scale: a family that differentiates through autograd.grad inside its loss (the
+    gradient penalty) reads `loss_scale()`, which the stepper sets around every micro-batch
+    (`with loss_scaled(scale)`); 1.0 without fp16 loss scaling.
 """
 from __future__ import annotations
 
+import math
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +57,26 @@ class GANModelConfig:
     diffaugment: str = ""  # DiffAugment policies for D inputs, e.g. "translation,color,cutout"
 
 
+_LOSS_SCALE: ContextVar[torch.Tensor | float] = ContextVar("loss_scale", default=1.0)
+
+
+def loss_scale() -> torch.Tensor | float:
+    """The fp16 GradScaler's current scale while the stepper runs a micro-batch (a device tensor, read
+    without a host sync), else 1.0. A loss that calls autograd.grad itself scales the outputs by it
+    before and divides the gradients by it after (PyTorch AMP's recipe for gradient penalties)."""
+    return _LOSS_SCALE.get()
+
+
+@contextmanager
+def loss_scaled(scale: torch.Tensor | float):
+    """Within this block `loss_scale()` is `scale` (set by distgen/loops/stepper.py)."""
+    token = _LOSS_SCALE.set(scale)
+    try:
+        yield
+    finally:
+        _LOSS_SCALE.reset(token)
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     """One kind of optimisation step: which nets it steps and whether it takes a real batch."""
@@ -41,16 +91,55 @@ class Family:
     DEFAULT_PHASES: tuple[tuple[str, int], ...] = ()  # (phase, repeat) in order
     STREAMS: dict[str, str] = {}  # batch key -> DataConfig field of a shard folder; {} = data.root only
     EAGER: tuple[str, ...] = ()  # nets never compiled (double backward, e.g. a gradient-penalty critic)
+    GENERATOR: str | None = None  # the net that generates images; None: the family generates none
+    PER_RANK_STATE = False  # state_dict/load_state_dict hold per-rank state to checkpoint (image pools)
+    # optional hooks: None when the family has none (see the module docstring)
+    lr_factor = None  # p -> learning-rate factor, p = step / train.steps
+    figures = None  # (nets, batch, run_dir, step) -> None
+    grid_inputs = None  # seed -> (inputs, columns)
+    class_inputs = None  # (per_class, seed) -> inputs, with self.num_classes
+    num_classes = 0  # classes the generator is conditioned on (class-conditioned families)
+    figure_samples = 0  # test samples `figures` draws from
 
     def __init__(self, cfg, info, device: torch.device | str = "cpu"):
         self.cfg, self.model_cfg, self.info = cfg, cfg.model, info
         self.device = torch.device(device)
         self.image_size = cfg.data.image_size or info.image_size
         self.nets: dict[str, nn.Module] = {}
+        self.progress = 0.0  # step / train.steps, kept current by set_progress
 
     def lr(self, net: str) -> float:
         """Learning rate of one net's optimizer (recipes set optim.lr, or optim.lr_g / optim.lr_d)."""
         return self.cfg.optim.lr
+
+    def set_progress(self, p: float) -> None:
+        """p = step / train.steps, before every step of the single-objective loop."""
+        self.progress = p
+
+    @staticmethod
+    def streams(cfg, which: str) -> dict[str, str]:
+        """Stream name -> shard folder of the single-objective loop's training ("train") or evaluation
+        ("eval") data: one unnamed stream of data.root unless a family reads several (DANN)."""
+        return {"": cfg.data.root}
+
+    def eval_inputs(self, n: int, seed: int) -> dict:
+        """The generator inputs of samples 0..n-1 for FID/IS/KID/PRC, the same on every rank and for every
+        world size: class-conditioned families cycle through their classes, others take noise."""
+        if self.class_inputs is not None and self.num_classes:
+            inputs = self.class_inputs(math.ceil(n / self.num_classes), seed=seed)
+            return {k: v[:n] for k, v in inputs.items()}
+        return {"z": self.noise(n, torch.Generator().manual_seed(seed))}
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise ConfigError(f"family '{self.cfg.family}' samples no noise: its generator needs other inputs "
+                          f"(a family can define eval_inputs(n, seed))")
+
+    def state_dict(self) -> dict:
+        """Per-rank state to checkpoint (when PER_RANK_STATE)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def require_labels(self) -> None:
         if self.info.num_classes < 2:
@@ -67,7 +156,6 @@ class GANFamily(Family):
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
         self._augment = diffaug.parse(cfg.model.diffaugment)
-        self.grad_scale = None  # set by the loop under fp16 loss scaling: a callable giving the scale
 
     def lr(self, net: str) -> float:
         return self.cfg.optim.lr_g if net == self.GENERATOR else self.cfg.optim.lr_d
@@ -76,8 +164,7 @@ class GANFamily(Family):
         o, which = self.cfg.optim, "g" if net == self.GENERATOR else "d"
         name = getattr(o, f"name_{which}") or o.name
         betas = getattr(o, f"betas_{which}") or (o.beta1, o.beta2)
-        fused = self.cfg.train.fused_optim and self.device.type == "cuda"
-        return build_optimizer(params, o, self.lr(net), name=name, betas=tuple(betas), fused=fused)
+        return build_optimizer(params, o, self.lr(net), name=name, betas=tuple(betas), fused=self.cfg.train.fused_optim)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees: DiffAugment of real and fake images alike (identity when off)."""
@@ -95,8 +182,11 @@ class GANFamily(Family):
         return t
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.model_cfg.z_dim, 1, 1, generator=generator)
-        return z.to(self.device)
+        """Training noise is drawn on the device (no host-to-device copy per step); noise from a (CPU)
+        `generator` (fixed grids, evaluation) is the same on every device."""
+        if generator is None:
+            return torch.randn(n, self.model_cfg.z_dim, 1, 1, device=self.device)
+        return torch.randn(n, self.model_cfg.z_dim, 1, 1, generator=generator).to(self.device)
 
     def grid_inputs(self, seed: int) -> tuple[dict, int]:
         """Fixed inputs for sample grids (the same all run long) and the grid's number of columns:
@@ -117,10 +207,13 @@ def bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
 
 def build_optimizer(params, optim_cfg, lr: float, name: str = "", betas: tuple = (),
                     fused: bool = False) -> torch.optim.Optimizer:
+    """`fused`: torch's fused kernels (Adam, SGD; CPU and CUDA), which also skip a step with non-finite
+    gradients on the device (the stepper's found_inf), with no host sync. RMSprop has none."""
     name, betas = name or optim_cfg.name, betas or (optim_cfg.beta1, optim_cfg.beta2)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=optim_cfg.weight_decay,
                                 **({"fused": True} if fused else {}))
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=optim_cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay,
+                           **({"fused": True} if fused else {}))

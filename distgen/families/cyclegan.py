@@ -210,6 +210,7 @@ class CycleGAN(Family):
     STYLE = "adversarial"
     ModelConfig = ModelConfig
     STREAMS = {"A": "domain_a", "B": "domain_b"}
+    PER_RANK_STATE = True  # the image pools: each rank pools its own fakes (state_dict below)
     # As the reference: generators first, then the discriminators on the pooled fakes.
     PHASES = {"G": PhaseSpec(("G",), uses_data=True), "D": PhaseSpec(("D",), uses_data=True)}
     DEFAULT_PHASES = (("G", 1), ("D", 1))

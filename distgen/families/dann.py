@@ -128,7 +128,6 @@ class DANN(Family):
                      "classifier": head([dim, m.hidden, m.hidden, info.num_classes], m.batch_norm, m.dropout)}
         if m.mode == "dann":  # only when trained: an unused net would stall DDP's gradient reduction
             self.nets["domain"] = head([dim, m.hidden, 1], m.batch_norm)
-        self.progress = 0.0  # set by the loop: step / train.steps
         self.figure_samples = m.tsne_points
 
     # -- data -----------------------------------------------------------------------------------
@@ -179,7 +178,7 @@ class DANN(Family):
         logits = nets["classifier"](f[:len(x)])
         coeff = grl_lambda(self.progress, m.grl_gamma)
         d = nets["domain"](reverse_gradient(f, coeff)).squeeze(1).float()
-        is_target = torch.cat([torch.zeros(len(x)), torch.ones(len(target))]).to(d.device)
+        is_target = torch.cat([torch.zeros(len(x), device=d.device), torch.ones(len(target), device=d.device)])
         stats.report("acc", (logits.argmax(1) == y).float())
         stats.report("domain_acc", ((d > 0).float() == is_target).float())
         stats.report("grl_lambda", coeff)

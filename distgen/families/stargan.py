@@ -125,12 +125,11 @@ class StarGAN(Family):
     GENERATOR = "G"
     lr = GANFamily.lr
     optimizer = GANFamily.optimizer
-    gradient_penalty = WGANGP.gradient_penalty  # (||grad D(x_hat)|| - 1)^2, fp16-safe via grad_scale
+    gradient_penalty = WGANGP.gradient_penalty  # (||grad D(x_hat)|| - 1)^2, fp16-safe via loss_scale()
     EAGER = WGANGP.EAGER  # the penalty differentiates D twice: never torch.compile D
 
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
-        self.grad_scale = None  # set by the loop under fp16 loss scaling
         m = self.model_cfg
         if m.condition == "class":
             self.require_labels()

@@ -105,7 +105,6 @@ class VAE(Family):
                               f"{', '.join(info.attr_names) or 'none (leave it empty to colour by class)'}")
         args = (info.channels, size, tuple(m.widths), m.latent, m.slope)
         self.nets = {"encoder": Encoder(*args), "decoder": Decoder(*args)}
-        self.progress = 0.0  # set by the loop: step / train.steps
         self.figure_samples = max(m.tsne_points, 10)
 
     def kl_weight(self) -> float:

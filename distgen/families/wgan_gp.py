@@ -15,7 +15,7 @@ import torch
 
 from distgen import stats
 from distgen.families import nets
-from distgen.families.base import GANFamily, GANModelConfig
+from distgen.families.base import GANFamily, GANModelConfig, loss_scale
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,12 @@ class WGANGP(GANFamily):
         """(||grad_x D(x_hat)|| - 1)^2 on random interpolates x_hat of reals and fakes.
 
         Under fp16 loss scaling the score is scaled before autograd.grad and the gradient unscaled
-        after (PyTorch AMP's recipe for gradient penalties), so small gradients do not underflow."""
+        after (PyTorch AMP's recipe for gradient penalties), so small gradients do not underflow; the
+        scale is the GradScaler's, which the stepper hands over as `loss_scale()` (a device tensor)."""
         eps = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
         score = D(x_hat)["adv"].float().sum()
-        scale = self.grad_scale() if self.grad_scale is not None else 1.0
+        scale = loss_scale()
         (grad,) = torch.autograd.grad(score * scale, x_hat, create_graph=True)
         return (grad.float().flatten(1).div(scale).norm(dim=1) - 1).square().mean()
 

@@ -3,15 +3,15 @@
     accelerate launch launch/train.py recipes/quickstart.yaml [key=value ...] [--resume auto]
 
 One iteration walks the phases in order (by default D then G; WGAN-GP repeats D n_critic
-times). Each phase takes a batch if it uses data, asks the family for named loss terms, sums
-them, and steps the optimizers of that phase's nets; gradients flow only into those nets (the
-others run under no_sync, and backward is limited to the stepped parameters). With
+times). Each phase takes a batch if it uses data, asks the family for named loss terms, and hands
+them to the stepper (distgen/loops/stepper.py, shared with the single-objective loop), which sums
+them, runs backward into that phase's nets only and steps (or skips) their optimizers. With
 train.grad_accum = k every optimizer step of every phase sees k micro-batches. Mixed precision
-comes from `accelerate launch --mixed_precision`. The family never sees Accelerate.
+comes from `accelerate launch --mixed_precision`. The family never sees Accelerate. Preemption
+and the non-finite stop are checked at log and checkpoint boundaries (distgen/loops/guard.py).
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,6 +26,7 @@ from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
 from distgen.loops.guard import Guard
+from distgen.loops.stepper import Group, Stepper
 from distgen.samples import generate, save_grid
 
 
@@ -126,19 +127,16 @@ def train(cfg, resume: str | None = None) -> str:
     prepared = acc.prepare(*family.nets.values(), *optims, *scheds)
     k = len(names)
     nets, opts, scheds = dict(zip(names, prepared[:k])), dict(zip(names, prepared[k:2 * k])), prepared[2 * k:]
-    params = {n: [p for p in net.parameters() if p.requires_grad] for n, net in nets.items()}
     if cfg.train.compile:  # after prepare, so DDP's hooks are inside; checkpoints save the uncompiled modules
         nets = {n: net if n in family.EAGER else torch.compile(net, backend=cfg.train.compile)
                 for n, net in nets.items()}
-    if acc.scaler is not None:  # fp16: families that differentiate D (gradient penalty) need the scale
-        family.grad_scale = acc.scaler.get_scale
     G = acc.unwrap_model(nets[family.GENERATOR], keep_torch_compile=False)
     ema = (AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
            if cfg.train.ema > 0 else None)
     state = TrainState()
     extra = {name: obj for name, obj in (("train_state", state), ("ema", ema)) if obj is not None}
     acc.register_for_checkpointing(*extra.values())
-    if hasattr(family, "state_dict"):  # e.g. CycleGAN's image pools: each rank pools its own fakes
+    if family.PER_RANK_STATE:  # e.g. CycleGAN's image pools: each rank pools its own fakes
         run.per_rank["family"] = family
     meta = checkpoint_meta(acc, names, list(extra), streams.family_info)
     if not run.resume():
@@ -147,6 +145,8 @@ def train(cfg, resume: str | None = None) -> str:
     phases = phases_of(cfg, family)
     streams.open(acc, state.batches)
     guard = Guard(acc, cfg, run)
+    stepper = Stepper(acc, cfg, guard, nets, {p.name: Group(p.spec.nets, [opts[n] for n in p.spec.nets])
+                                              for p in phases})
     if cfg.eval.every > 0:  # fail now, not hours in, when FID cannot run
         from distgen.evaluation.inception import resolve_weights
 
@@ -158,38 +158,15 @@ def train(cfg, resume: str | None = None) -> str:
         for phase in phases:
             if step % phase.every:
                 continue
-            stepped = [nets[n] for n in phase.spec.nets]
             for _ in range(phase.repeat * cfg.train.grad_accum):  # grad_accum micro-batches per optimizer step
-                with acc.accumulate(*stepped), ExitStack() as frozen:
-                    for n in names:  # nets this phase does not step: no gradient sync, no weight grads
-                        if n not in phase.spec.nets:
-                            frozen.enter_context(acc.no_sync(nets[n]))
+                with stepper.micro_batch(phase.name):
                     batch = None
                     if phase.spec.uses_data:
                         batch, n_images = streams.next(acc.device)
                         state.batches += 1
                         images += n_images
                     terms = family.loss(phase.name, nets, batch)
-                    acc.backward(torch.stack([t.float() for t in terms.values()]).sum(),
-                                 inputs=[p for n in phase.spec.nets for p in params[n]])
-                    stepping = [p for n in phase.spec.nets for p in params[n]]
-                    # fp16: the GradScaler finds inf/NaN itself, skips the step and lowers its scale (had
-                    # the guard skipped its step, the scale would never come down); otherwise the guard.
-                    scaled = acc.scaler is not None
-                    finite = scaled or not acc.sync_gradients or guard.finite(stepping, step, phase.name)
-                    for n in phase.spec.nets:  # no-ops until the last micro-batch (accumulate)
-                        if finite:
-                            opts[n].step()
-                        opts[n].zero_grad(set_to_none=True)
-                    if acc.sync_gradients:
-                        if scaled:
-                            skipped = [opts[n].step_was_skipped for n in phase.spec.nets]
-                            for n, was in zip(phase.spec.nets, skipped):
-                                stats.report(f"{n}/skipped", float(was))
-                            finite = guard.scaler_stepped(any(skipped), step, phase.name)
-                        stats.report("nonfinite_skipped", float(not finite))
-                for name, value in terms.items():
-                    stats.report(name, value)
+                    stepper.step(terms, phase.name)
         for sched in scheds:
             sched.step()
         if ema is not None:
@@ -197,9 +174,12 @@ def train(cfg, resume: str | None = None) -> str:
         state.step = done = step + 1
         run.bar.update(1)
 
-        if every(done, cfg.log.every, last):
+        logging, saving = every(done, cfg.log.every, last), every(done, cfg.run.checkpoint_every, last)
+        if logging:
             run.log(done, images)
             images = 0
+        if logging or saving:
+            guard.check(done)  # too many non-finite steps in a row: stop before saving
         if every(done, cfg.log.sample_every, last) and acc.is_main_process:
             sampler = ema.module if ema is not None else G
             grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
@@ -207,8 +187,9 @@ def train(cfg, resume: str | None = None) -> str:
             run.log_image(done, "samples", grid)
         if cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last):
             run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G))
-        preempted = guard.preempted()
-        if every(done, cfg.run.checkpoint_every, last) or preempted:
+        # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank
+        preempted = (logging or saving) and guard.preempted()
+        if saving or preempted:
             run.save(done, meta, nets)
         if preempted:
             guard.requeue(done)

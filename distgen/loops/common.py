@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from tqdm import tqdm
 
 from distgen import config as config_mod
@@ -175,16 +175,13 @@ class Run:
         """Reduce this interval's stats across ranks (one sync) and write one metrics.jsonl line.
 
         `images` counts real images this rank consumed since the last log."""
-        local, counts = stats.collect(), stats.collect_counts()
-        names, count_names = list(local), list(counts)
-        values = torch.stack([local[n] for n in names] + [counts[n] for n in count_names] or [torch.zeros(())])
-        values = values.to(self.acc.device)
-        means = (self.acc.reduce(values[:len(names)], reduction="mean") if names else values[:0]).tolist()
-        sums = (self.acc.reduce(values[len(names):], reduction="sum") if count_names else values[:0]).tolist()
-        for n, v in zip(count_names, sums):  # counts are running totals over the run
+        # everything on the accelerator's device; names reported on some ranks only are safe (distgen/stats.py)
+        means, sums = stats.reduce(self.acc.device, lambda t: self.acc.reduce(t, reduction="sum"),
+                                   lambda obj: gather_object([obj]))
+        for n, v in sums.items():  # counts are running totals over the run
             self.totals[n] = self.totals.get(n, 0.0) + v
-        row = {"step": step, **{n: round(v, 6) for n, v in zip(names, means)},
-               **{n: self.totals[n] for n in count_names}, **(extra or {})}
+        row = {"step": step, **{n: round(v, 6) for n, v in means.items()},
+               **{n: self.totals[n] for n in sums}, **(extra or {})}
         now = time.perf_counter()
         row["img/s"] = round(images * self.acc.num_processes / max(now - self._clock, 1e-9), 2)
         self._clock = now

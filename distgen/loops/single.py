@@ -4,13 +4,17 @@
 
 Data. A family trains on data.root unless its `streams(cfg, which)` names several shard sets
 (DANN: `source` and `target`); then `loss` gets {name: batch}. Every stream gives one batch per
-step, so one counter resumes them all; stream i is shuffled with seed run.seed + i.
+micro-batch, so one counter resumes them all; stream i is shuffled with seed run.seed + i.
 
-Progress. Before each step the loop sets `family.progress` = step / train.steps (GRL schedule,
-KL warm-up). A family with `lr_factor(p)` gets that learning-rate schedule through a LambdaLR
+Steps. One training step is one optimizer step over train.grad_accum micro-batches (each a batch
+of every stream), as in the adversarial loop; the stepper (distgen/loops/stepper.py, shared with
+it) runs backward, accumulation, the fp16 scaler or the non-finite guard, and zero_grad.
+
+Progress. Before each step the loop calls `family.set_progress(step / train.steps)` (GRL schedule,
+KL warm-up). A family with an `lr_factor(p)` gets that learning-rate schedule through a LambdaLR
 prepared by Accelerate (one scheduler step per training step, whatever the process count; saved
 and restored with the checkpoint). Preemption signals and non-finite gradients are handled as in
-the adversarial loop (distgen/loops/guard.py).
+the adversarial loop, at log and checkpoint boundaries (distgen/loops/guard.py).
 
 Evaluation, every eval.every steps and at the end: `family.evaluate(batch, nets)` returns sums
 over one batch; every eval split is walked once across all ranks (sample j on rank j % world),
@@ -36,13 +40,14 @@ from distgen.families import FAMILIES
 from distgen.families.base import build_optimizer
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
 from distgen.loops.guard import Guard
+from distgen.loops.stepper import Group, Stepper
 
 ONE = ""  # the name of the only stream of a single-stream family
 
 
 def streams(family_cls, cfg, which: str) -> dict[str, tuple[list[str], object]]:
     """name -> (shard urls, DataInfo) of the family's training ("train") or evaluation ("eval") split."""
-    roots = family_cls.streams(cfg, which) if hasattr(family_cls, "streams") else {ONE: cfg.data.root}
+    roots = family_cls.streams(cfg, which)  # {ONE: data.root} unless the family reads several
     split = cfg.data.train_split if which == "train" else cfg.data.eval_split
     out = {}
     for name, root in roots.items():
@@ -127,15 +132,17 @@ def train(cfg, resume: str | None = None) -> str:
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = family_cls(cfg, info, acc.device)
     names = list(family.nets)
-    optimizer = build_optimizer([p for n in names for p in family.nets[n].parameters()], cfg.optim, cfg.optim.lr)
+    deepspeed = acc.state.deepspeed_plugin is not None
+    # fused kernels (also the device-side skip of non-finite steps); DeepSpeed steps its own optimizer
+    optimizer = build_optimizer([p for n in names for p in family.nets[n].parameters()], cfg.optim, cfg.optim.lr,
+                                fused=cfg.train.fused_optim and not deepspeed)
     last = cfg.train.steps
-    schedule = [LambdaLR(optimizer, lambda s: family.lr_factor(s / last))] if hasattr(family, "lr_factor") else []
-    if acc.state.deepspeed_plugin is not None and len(names) > 1:
+    schedule = [LambdaLR(optimizer, lambda s: family.lr_factor(s / last))] if family.lr_factor is not None else []
+    if deepspeed and len(names) > 1:
         nets, opt, schedule = one_engine(acc, cfg, family.nets, optimizer, schedule)
     else:
         prepared = acc.prepare(*family.nets.values(), optimizer, *schedule)
         nets, opt, schedule = dict(zip(names, prepared[:len(names)])), prepared[len(names)], prepared[len(names) + 1:]
-    params = [p for net in nets.values() for p in net.parameters()]
     state = TrainState()
     acc.register_for_checkpointing(state)
     meta = checkpoint_meta(acc, names, ["train_state"], info)
@@ -147,44 +154,39 @@ def train(cfg, resume: str | None = None) -> str:
                                        pin_memory=acc.device.type == "cuda", device=acc.device))
                for i, (name, (urls, stream_info)) in enumerate(trains.items())}
     guard = Guard(acc, cfg, run)
+    # Under DeepSpeed the engine steps inside backward (with its own fp16 loss scaler): no gradients are
+    # left to check. Elsewhere gradients are all-reduced before the check (fp16 under DDP: the GradScaler).
+    stepper = Stepper(acc, cfg, guard, nets, {ONE: Group(tuple(names), [opt])}, check=not deepspeed)
     half = engine_dtype(acc)
     images = 0
     run.start(state.step)
     for step in range(state.step, last):
-        batches = {name: to_device(next(stream), acc.device) for name, stream in loaders.items()}
-        for b in batches.values():  # bad input the stream passed over since the last batch
-            stats.count("data/skipped", b.pop("skipped", 0))
-        state.batches += 1
-        images += sum(len(b["image"]) for b in batches.values())
-        family.progress = step / last
-        if half is not None:
-            batches = {n: {k: v.to(half) if v.is_floating_point() else v for k, v in b.items()}
-                       for n, b in batches.items()}
-        terms = family.loss(unnamed(batches), nets)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(torch.stack([t.float() for t in terms.values()]).sum())
-        # Gradients are already all-reduced. fp16 under DDP: the GradScaler checks them, skips the step
-        # and lowers its scale. Under DeepSpeed the engine stepped inside backward (its own fp16 loss
-        # scaler), so no gradients are left to check here.
-        scaled = acc.scaler is not None
-        finite = scaled or guard.finite(params, step)
-        if finite:
-            opt.step()
-        if scaled:
-            finite = guard.scaler_stepped(opt.step_was_skipped, step)
-        stats.report("nonfinite_skipped", float(not finite))
+        family.set_progress(step / last)
+        for _ in range(cfg.train.grad_accum):  # micro-batches of one optimizer step
+            with stepper.micro_batch(ONE):
+                batches = {name: to_device(next(stream), acc.device) for name, stream in loaders.items()}
+                for b in batches.values():  # bad input the stream passed over since the last batch
+                    stats.count("data/skipped", b.pop("skipped", 0))
+                state.batches += 1
+                images += sum(len(b["image"]) for b in batches.values())
+                if half is not None:
+                    batches = {n: {k: v.to(half) if v.is_floating_point() else v for k, v in b.items()}
+                               for n, b in batches.items()}
+                terms = family.loss(unnamed(batches), nets)
+                stepper.step(terms, ONE)
         for sched in schedule:
             sched.step()
-        for name, value in terms.items():
-            stats.report(name, value)
         state.step = done = step + 1
         run.bar.update(1)
 
-        if every(done, cfg.log.every, last):
+        logging, saving = every(done, cfg.log.every, last), every(done, cfg.run.checkpoint_every, last)
+        if logging:
             run.log(done, images, {"lr": schedule[0].get_last_lr()[0]} if schedule else None)
             images = 0
+        if logging or saving:
+            guard.check(done)  # too many non-finite steps in a row: stop before saving
         evaluating = every(done, cfg.eval.every, last) or done == last
-        drawing = hasattr(family, "figures") and every(done, cfg.log.sample_every, last)
+        drawing = family.figures is not None and every(done, cfg.log.sample_every, last)
         if evaluating or drawing:
             models = frozen_copies(nets, acc)
             if evaluating:
@@ -193,8 +195,9 @@ def train(cfg, resume: str | None = None) -> str:
                 with torch.no_grad():
                     family.figures(models, unnamed(first_samples(evals, family.figure_samples, cfg, acc.device)),
                                    run.dir, done)
-        preempted = guard.preempted()
-        if every(done, cfg.run.checkpoint_every, last) or preempted:
+        # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank
+        preempted = (logging or saving) and guard.preempted()
+        if saving or preempted:
             run.save(done, meta, nets)
         if preempted:
             guard.requeue(done)

@@ -1,0 +1,131 @@
+"""One optimizer step of a group of nets from a family's loss terms, shared by both training loops.
+
+    stepper = Stepper(acc, cfg, guard, nets, {"D": Group(("D",), [opt_d]), "G": Group(("G",), [opt_g])})
+    for _ in range(cfg.train.grad_accum):          # micro-batches of one optimizer step
+        with stepper.micro_batch("D"):
+            terms = family.loss("D", nets, batch)
+            stepper.step(terms, "D")
+
+What `micro_batch` and `step` do, in order, for every family:
+  - accumulation: train.grad_accum = k micro-batches per optimizer step (Accelerate's `accumulate`:
+    gradients are all-reduced and the optimizers step on the k-th only; the loss is divided by k);
+  - nets the group does not step run under `no_sync` and backward is limited to the stepped nets'
+    parameters (`inputs=`), so a G step computes no weight gradients of D;
+  - fp16: the GradScaler's scale is the family's `loss_scale()` during the micro-batch (the gradient
+    penalty's own autograd.grad needs it; distgen/families/base.py), and Accelerate's optimizer steps
+    through the scaler, which skips a step with inf/NaN and lowers its scale;
+  - the guard: whether the gradients are finite is found on the device (`guard.nonfinite`), a
+    non-finite step is skipped on the device (the fused optimizers' `found_inf`, the GradScaler's own
+    mechanism) and counted, and `guard.record` keeps the run in a row that stops training (read only at
+    log and checkpoint boundaries: distgen/loops/guard.py). fp16: a skip while the scale is >= 1 is the
+    scaler finding its level; below 1 it counts toward the stop;
+  - the terms are reported to distgen.stats, with `nonfinite_skipped` (the fraction of optimizer steps
+    skipped) and, under fp16, `<net>/skipped`; then zero_grad.
+
+No host sync per step, except the deliberate ones marked below (optimizers without a fused kernel,
+e.g. RMSprop or train.fused_optim=false, must know on the host whether to step).
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from distgen import stats
+from distgen.families.base import loss_scaled
+from distgen.loops.guard import nonfinite
+
+
+@dataclass
+class Group:
+    """What one phase steps: these nets (by name) with these (prepared) optimizers."""
+    nets: tuple[str, ...]
+    optimizers: list
+    params: list = field(default_factory=list)  # filled by the Stepper: the trainable parameters of `nets`
+
+
+class Stepper:
+    def __init__(self, acc, cfg, guard, nets: dict, groups: dict[str, Group], check: bool = True):
+        """`check`: find and skip non-finite steps (off under DeepSpeed, whose engine steps inside backward)."""
+        self.acc, self.cfg, self.guard, self.nets, self.groups = acc, cfg, guard, nets, groups
+        self.check = check and cfg.train.max_nonfinite > 0
+        for group in groups.values():
+            group.params = [p for n in group.nets for p in nets[n].parameters() if p.requires_grad]
+        # backward limited to the stepped parameters only where some net is not stepped (inputs= is a
+        # no-op otherwise, and DeepSpeed's engine takes no inputs)
+        self.limit_backward = {name: set(g.nets) != set(nets) for name, g in groups.items()}
+
+    def _scale(self):
+        scaler = self.acc.scaler
+        if scaler is None:
+            return 1.0
+        # The scale as a device tensor, no host sync (get_scale() would read it); before the first step
+        # the scaler has not made it yet and get_scale() returns the initial float.
+        scale = scaler._get_scale_async()
+        return scale if scale is not None else scaler.get_scale()
+
+    @contextmanager
+    def micro_batch(self, phase: str = ""):
+        """Around one micro-batch's forward and `step`: accumulation, no_sync of the nets this phase does
+        not step, and the loss scale."""
+        stepped = self.groups[phase].nets
+        with ExitStack() as stack:
+            stack.enter_context(self.acc.accumulate(*[self.nets[n] for n in stepped]))
+            for name, net in self.nets.items():
+                if name not in stepped:
+                    stack.enter_context(self.acc.no_sync(net))
+            stack.enter_context(loss_scaled(self._scale()))
+            yield
+
+    def step(self, terms: dict[str, torch.Tensor], phase: str = "") -> None:
+        """Backward of the summed terms; on the last micro-batch of the step, step (or skip) and zero_grad."""
+        group = self.groups[phase]
+        loss = torch.stack([t.float() for t in terms.values()]).sum()
+        if self.limit_backward[phase]:
+            self.acc.backward(loss, inputs=group.params)
+        else:
+            self.acc.backward(loss)
+        for name, value in terms.items():
+            stats.report(name, value)
+        if not self.acc.sync_gradients:  # accumulating: the optimizers step on the last micro-batch
+            return
+        grads = [p.grad for p in group.params if p.grad is not None] if self.check else []
+        scaler = self.acc.scaler
+        if not grads:  # the check is off, or DeepSpeed's engine took the gradients
+            for opt in group.optimizers:
+                opt.step()
+        elif scaler is not None:
+            # fp16: the scaled gradients are non-finite exactly when the scaler will skip this step.
+            bad = nonfinite(grads)
+            counts = bad * (self._scale() < 1.0)  # before the scaler lowers it: >= 1 is finding its level
+            for opt in group.optimizers:
+                opt.step()  # GradScaler.step: a fused optimizer skips on the device (torch syncs for others)
+            for name in group.nets:
+                stats.report(f"{name}/skipped", bad)
+            stats.report("nonfinite_skipped", bad)
+            self.guard.record(counts, phase)
+        else:
+            bad = nonfinite(grads)
+            for opt in group.optimizers:
+                _step_unless(opt, bad)
+            stats.report("nonfinite_skipped", bad)
+            self.guard.record(bad, phase)
+        for opt in group.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+
+def _step_unless(opt, bad: torch.Tensor) -> None:
+    """Step `opt` (an Accelerate-prepared optimizer) unless `bad` is 1, deciding on the device where the
+    optimizer can: torch's fused optimizers skip the whole update when their `found_inf` is 1 (the
+    GradScaler's own mechanism, also used here without loss scaling), leaving weights and moments as
+    they were."""
+    inner = getattr(opt, "optimizer", opt)
+    if getattr(inner, "_step_supports_amp_scaling", False):  # fused Adam/AdamW/SGD
+        inner.found_inf = bad
+        try:
+            opt.step()
+        finally:
+            del inner.found_inf
+    elif not bool(bad):  # deliberate host sync: this optimizer has no device-side skip
+        opt.step()
