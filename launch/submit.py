@@ -19,7 +19,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distgen import config
+from distgen import recipes
 from distgen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ TEMPLATE = ROOT / "launch" / "slurm" / "train.sbatch"
 
 
 def render(args, overrides: list[str]) -> str:
-    cfg = config.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
+    cfg = recipes.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
     recipe = shlex.quote(os.path.relpath(Path(args.recipe).resolve(), ROOT))
     train_args = ["launch/train.py", recipe, *(shlex.quote(o) for o in overrides)]
     if not any(o.startswith("run.dir=") for o in overrides):  # stable across requeues: the job id

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distgen import config
+from distgen import config, recipes
 from distgen.errors import ConfigError, DataError, TrainingError
 from distgen.families import FAMILIES
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default=None, help="'auto' or a checkpoint / run dir")
     args = parser.parse_args(argv)
     try:
-        cfg = config.load(args.recipe, args.overrides)
+        cfg = recipes.load(args.recipe, args.overrides)
         if args.dry_run:
             print(config.dump(cfg), end="")
             return 0
