@@ -5,6 +5,9 @@
 Every section is a frozen dataclass; the `model` section's type is chosen by `family`
 (each family file declares its own `ModelConfig`). Unknown keys, wrong types and unknown
 family names raise `ConfigError` naming the key and the valid choices.
+
+Load recipes with distgen.recipes.load / from_dict, which look the family up by name and call
+`build` here: this module never imports the family registry (the families import it).
 """
 from __future__ import annotations
 
@@ -195,8 +198,8 @@ def _refuse_old_keys(raw: dict) -> None:
     if isinstance(train, dict) and "ema" in train:
         decay = train["ema"]
         hint = ""
-        if isinstance(decay, (int, float)) and 0 < decay < 1:
-            b, k = int(train.get("batch_size", TrainConfig.batch_size)), int(train.get("grad_accum", 1))
+        b, k = train.get("batch_size", TrainConfig.batch_size), train.get("grad_accum", 1)
+        if isinstance(decay, (int, float)) and 0 < decay < 1 and isinstance(b, int) and isinstance(k, int):
             hint = (f"; decay {decay} with batch_size {b} and grad_accum {k} on P processes is "
                     f"train.ema_kimg={decay_to_kimg(decay, b * k):.4g} x P")
         raise ConfigError(f"'train.ema' (a decay per step) was replaced by 'train.ema_kimg', the EMA half-life in "

@@ -9,8 +9,8 @@ launch/evaluate.py and distgen/evaluation/fidelity.py. The rules, kept here and 
    being trained (or its EMA) never runs, so its BatchNorm buffers are the same whether or not
    a run draws grids or measures FID.
 2. Batch statistics on plain BatchNorm. The copy runs in train mode: BatchNorm normalises with the
-   statistics of the batch being generated (the digits measurements in the design notes drew worse
-   digits in eval mode: after short runs the running averages lag the weights). SyncBatchNorm
+   statistics of the batch being generated (measured on digits: eval mode drew worse digits, as
+   after short runs the running averages lag the weights). SyncBatchNorm
    layers (train.sync_bn on several GPUs) become plain BatchNorm on the copy.
 3. No collectives. Because of 2, generating never talks to the other ranks: a grid drawn by the
    main process alone cannot hang, and ranks generating slices of different sizes cannot either.

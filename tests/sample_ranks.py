@@ -25,7 +25,7 @@ from distgen.loops.adversarial import evaluate_images
 from distgen.recipes import load
 from distgen.samples import generate, save_grid
 
-NUM_SAMPLES = 20
+NUM_SAMPLES = 10
 
 
 def main(shards: str, weights: str, out: str) -> None:

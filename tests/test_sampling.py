@@ -80,8 +80,8 @@ def test_images_come_from_fixed_chunks_whatever_the_slice():
 def shards(tmp_path_factory):
     from shards.__main__ import main
 
-    out = tmp_path_factory.mktemp("shards") / "tiny"  # a 20-image test split: the FID reference
-    assert main(["digits", "--out", str(out), "--test-fraction", "0.01", "--seed", "0"]) == 0
+    out = tmp_path_factory.mktemp("shards") / "tiny"  # a 10-image test split: the FID reference
+    assert main(["digits", "--out", str(out), "--test-fraction", "0.005", "--seed", "0"]) == 0
     return out
 
 
@@ -113,7 +113,7 @@ def test_in_training_fid_and_grid_on_two_syncbn_ranks_equal_one_process_evaluati
     cfg = recipes.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={shards}", "model.z_dim=16", "model.width=8"])
     family = FAMILIES["dcgan"](cfg, load_info(cfg.data))  # as launch/evaluate.py builds it: plain BatchNorm
     family.nets["G"].load_state_dict(load_file(str(out / "G.safetensors")))
-    one = evaluate_generator(family, cfg, ["fid"], 20, weights)
+    one = evaluate_generator(family, cfg, ["fid"], 10, weights)
     assert one["fid"] > 1.0 and abs(two["fid"] - one["fid"]) <= 1e-6 * one["fid"], (two, one)
     inputs, cols = family.grid_inputs(cfg.run.seed)
     grid = save_grid(generate(family, family.nets["G"], inputs), tmp_path / "grid.png", cols)
