@@ -9,7 +9,7 @@ JUDGE     := runs/demo/classifier_digits
 DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
 CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(shell nproc) --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup clean-demo
+.PHONY: demo test setup clean-demo gpu-check
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: $(STAMP)
 	@$(PY) -c "import json; r = json.load(open('$(DEMO_RUN)/eval/demo.json')); \
 	print(f\"\\nrun dir:   $(DEMO_RUN)\\ngrid:      {r['grid']}  (rows = noise, columns = digits 0..9)\\n\" \
 	      f\"accuracy of {r['num_samples']} generated digits (100 per class) under the digit classifier: {100 * r['acc']:.1f}%\")"
+
+# On a CUDA machine: every family in bf16/fp16/compile, grid + in-training FID, exact resume, a short
+# benchmark grid; one JSON line per check, under 8 minutes. Without CUDA it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) launch/gpu_check.py
 
 clean-demo:
 	rm -rf runs/demo $(DATA)

@@ -55,9 +55,9 @@ PEAKS = {"H200": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},
 def config_for(family: str, batch: int, steps: int, device: str, width: int, channels_last: bool, compile_: bool):
     """The recipe, fed from the digits shards' index (resized to 64x64 RGB) only so the loop can open
     its stream; the batches themselves come from memory."""
-    from distgen import config
+    from distgen import recipes
 
-    return config.load(ROOT / "recipes" / f"{RECIPES[family]}.yaml", [
+    return recipes.load(ROOT / "recipes" / f"{RECIPES[family]}.yaml", [
         f"data.root={digits_shards()}", "data.image_size=64", "data.channels=3", "data.num_workers=0",
         f"model.width={width}", f"train.batch_size={batch}", f"train.steps={steps}",
         f"log.every={max(steps // 2, 1)}", f"log.sample_every={10 ** 9}", f"run.checkpoint_every={10 ** 9}",

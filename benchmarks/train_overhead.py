@@ -25,14 +25,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import ROOT, digits_shards, finish  # noqa: E402
-from distgen import config
+from distgen import recipes
 from distgen.data import load_info
 from distgen.families import FAMILIES
 from distgen.loops import adversarial
 
 
 def make_cfg(args, run_dir: str):
-    return config.load(ROOT / "recipes" / "dcgan_digits_smoke.yaml", [
+    return recipes.load(ROOT / "recipes" / "dcgan_digits_smoke.yaml", [
         f"data.root={digits_shards()}", f"model.width={args.width}", "model.z_dim=100",
         f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"log.every={args.steps // 2}",
         f"log.sample_every={10 ** 9}", f"run.checkpoint_every={10 ** 9}", f"run.dir={run_dir}"])

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from distgen import config
+from distgen import config, recipes
 from distgen.data import DataInfo
 from distgen.errors import ConfigError
 from distgen.families import FAMILIES
@@ -50,7 +50,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ConfigError(f"'{run_dir}' is not a run dir (no config.yaml); pass the folder train.py printed")
-    cfg = config.from_dict(yaml.safe_load(cfg_path.read_text()))
+    cfg = recipes.from_dict(config.upgrade(yaml.safe_load(cfg_path.read_text())))
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     meta = json.loads((ckpt / "meta.json").read_text())
     info = _info(meta["data_info"])

@@ -5,10 +5,14 @@
 Every section is a frozen dataclass; the `model` section's type is chosen by `family`
 (each family file declares its own `ModelConfig`). Unknown keys, wrong types and unknown
 family names raise `ConfigError` naming the key and the valid choices.
+
+Load recipes with distgen.recipes.load / from_dict, which look the family up by name and call
+`build` here: this module never imports the family registry (the families import it).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -77,7 +81,10 @@ class TrainConfig:
     steps: int = 1000  # generator steps (adversarial) or optimizer steps (single objective)
     batch_size: int = 64  # per process
     phases: tuple[PhaseConfig, ...] = ()  # () = the family's default alternation
-    ema: float = 0.0  # decay of the generator EMA used for samples and evaluation; 0 = off
+    # generator EMA for samples and evaluation (distgen/ema.py): its half-life in thousands of images,
+    # counting the global batch (batch_size x processes x grad_accum) per generator step; 0 = off
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.05  # the half-life is at most this fraction of the images seen so far (0 = no ramp-up)
     grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
     sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
     max_nonfinite: int = 10  # skip steps with non-finite gradients; stop after this many in a row (0 = no check)
@@ -141,8 +148,8 @@ class Config:
 # ----------------------------------------------------------------------------- loading
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a recipe file, apply `key=value` overrides, and type-check the result."""
+def read(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """A recipe file as a raw dict, with `key=value` overrides applied (typed by `build`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file '{path}' does not exist; recipes live in recipes/*.yaml")
@@ -155,7 +162,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     raw.setdefault("recipe", path.stem)
     for item in overrides:
         apply_override(raw, item)
-    return from_dict(raw)
+    return raw
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -177,18 +184,48 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(raw: dict) -> Config:
-    from distgen.families import FAMILIES  # the registry decides the type of the model section
-
-    family = raw.get("family")
-    if family not in FAMILIES:
-        raise ConfigError(f"family '{family}' is not known; valid families: {', '.join(sorted(FAMILIES))}")
-    model_cls = FAMILIES[family].ModelConfig
+def build(raw: dict, family_cls) -> Config:
+    """The typed config of `raw` for the family class `family_cls` (its ModelConfig types the model
+    section, its PHASES are the valid train.phases). distgen.recipes looks the class up by name:
+    this module never imports the family registry (the families import it)."""
+    _refuse_old_keys(raw)
     raw = dict(raw)
-    model = _build(model_cls, raw.pop("model", None) or {}, "model")
+    model = _build(family_cls.ModelConfig, raw.pop("model", None) or {}, "model")
     cfg = dataclasses.replace(_build(Config, {**raw, "model": None}, ""), model=model)
-    check(cfg, FAMILIES[family])
+    check(cfg, family_cls)
     return cfg
+
+
+def _refuse_old_keys(raw: dict) -> None:
+    """Keys whose meaning changed: a clear error with the new key, never a silent reinterpretation."""
+    train = raw.get("train") or {}
+    if isinstance(train, dict) and "ema" in train:
+        decay = train["ema"]
+        hint = ""
+        b, k = train.get("batch_size", TrainConfig.batch_size), train.get("grad_accum", 1)
+        if isinstance(decay, (int, float)) and 0 < decay < 1 and isinstance(b, int) and isinstance(k, int):
+            hint = (f"; decay {decay} with batch_size {b} and grad_accum {k} on P processes is "
+                    f"train.ema_kimg={decay_to_kimg(decay, b * k):.4g} x P")
+        raise ConfigError(f"'train.ema' (a decay per step) was replaced by 'train.ema_kimg', the EMA half-life in "
+                          f"thousands of images, which means the same at any batch size and GPU count{hint}; "
+                          f"remove train.ema (train.ema_kimg=0 turns the EMA off)")
+
+
+def decay_to_kimg(decay: float, images_per_step: int) -> float:
+    """The EMA half-life in thousands of images of a per-step decay at `images_per_step`."""
+    return images_per_step * math.log(0.5) / math.log(decay) / 1000 if 0 < decay < 1 else 0.0
+
+
+def upgrade(raw: dict) -> dict:
+    """The raw config.yaml of a run dir written by an older distgen, in today's keys (for reading
+    old runs: launch/evaluate.py, report.py). Recipes get `_refuse_old_keys`' error instead."""
+    train = raw.get("train")
+    if isinstance(train, dict) and "ema" in train:
+        train = dict(train)
+        images = int(train.get("batch_size", TrainConfig.batch_size)) * int(train.get("grad_accum", 1))
+        train["ema_kimg"] = round(decay_to_kimg(float(train.pop("ema")), images), 4)
+        raw = {**raw, "train": train}
+    return raw
 
 
 def to_dict(cfg: Config) -> dict:
@@ -302,8 +339,9 @@ def check(cfg: Config, family) -> None:
         raise ConfigError("'data.random_crop' needs a crop size: set data.crop=PX (e.g. data.crop=56 of 64)")
     if not 0.0 <= cfg.data.max_skip_fraction <= 1.0:
         raise ConfigError(f"'data.max_skip_fraction' must be in [0, 1], got {cfg.data.max_skip_fraction}")
-    if not 0.0 <= cfg.train.ema < 1.0:
-        raise ConfigError(f"'train.ema' must be in [0, 1), got {cfg.train.ema}")
+    if cfg.train.ema_kimg < 0 or cfg.train.ema_rampup < 0:
+        raise ConfigError(f"'train.ema_kimg' and 'train.ema_rampup' must be >= 0, got {cfg.train.ema_kimg}, "
+                          f"{cfg.train.ema_rampup}")
     for i, phase in enumerate(cfg.train.phases):
         if phase.repeat <= 0 or phase.every <= 0:
             raise ConfigError(f"'train.phases[{i}]' needs repeat >= 1 and every >= 1, got {phase}")

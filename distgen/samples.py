@@ -1,8 +1,22 @@
-"""Generating images for grids and evaluation, and writing PNG grids.
+"""How every sample grid and every evaluated image is generated: the sampling and evaluation invariants.
 
-BatchNorm generators sample with batch statistics on a throw-away copy: after short runs the
-running averages lag the weights (DESIGN.md measured worse digits in eval mode), and sampling
-must not touch the training copy's buffers, or a run with grids would differ from one without.
+    from distgen.samples import generate, generate_range, save_grid
+
+Callers: the adversarial loop (grids on the main process, in-training FID on every rank),
+launch/evaluate.py and distgen/evaluation/fidelity.py. The rules, kept here and nowhere else:
+
+1. A throw-away copy. Images come from `sampler(G)`, a deep copy made per call; the generator
+   being trained (or its EMA) never runs, so its BatchNorm buffers are the same whether or not
+   a run draws grids or measures FID.
+2. Batch statistics on plain BatchNorm. The copy runs in train mode: BatchNorm normalises with the
+   statistics of the batch being generated (measured on digits: eval mode drew worse digits, as
+   after short runs the running averages lag the weights). SyncBatchNorm
+   layers (train.sync_bn on several GPUs) become plain BatchNorm on the copy.
+3. No collectives. Because of 2, generating never talks to the other ranks: a grid drawn by the
+   main process alone cannot hang, and ranks generating slices of different sizes cannot either.
+4. Fixed chunks. Images CHUNK*i .. CHUNK*(i+1)-1 of a set are always generated together, in one
+   call, whichever rank generates them. With batch statistics an image depends on its batch, so
+   this is what makes image k the same on 1 or N ranks, in training or in launch/evaluate.py.
 """
 from __future__ import annotations
 
@@ -13,14 +27,59 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+CHUNK = 500  # images per generator call (rule 4); a constant, never derived from the world size
+
+
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Plain BatchNorm of any input rank, what a SyncBatchNorm layer becomes on a sampling copy.
+
+    SyncBatchNorm does not record which BatchNorm{1,2,3}d it replaced (torch has no inverse of
+    convert_sync_batchnorm); all of them compute the same, they only check the input rank."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+
+def plain_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with every SyncBatchNorm replaced by BatchNorm sharing its parameters and buffers
+    (in place for children; returns the replacement when `module` itself is one)."""
+    if isinstance(module, nn.SyncBatchNorm):
+        out = BatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                        module.track_running_stats)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+        return out
+    for name, child in module.named_children():
+        module.add_module(name, plain_batchnorm(child))
+    return module
+
+
+def sampler(G: nn.Module) -> nn.Module:
+    """The copy of G that generates (rules 1 and 2): deep copy, plain BatchNorm, train mode, no grads."""
+    return plain_batchnorm(copy.deepcopy(G)).train().requires_grad_(False)
+
 
 @torch.no_grad()
-def generate(family, G: nn.Module, inputs: dict, chunk: int = 500) -> torch.Tensor:
-    """Images in [-1, 1] for `inputs` (a dict of equally long tensors), computed in chunks."""
-    G = copy.deepcopy(G).train()
-    n = len(next(iter(inputs.values())))
-    out = [family.generate(G, {k: v[i:i + chunk] for k, v in inputs.items()}) for i in range(0, n, chunk)]
-    return torch.cat(out).float().clamp(-1, 1)
+def generate_range(family, G: nn.Module, inputs: dict, start: int, stop: int) -> torch.Tensor:
+    """Images start..stop-1 (float, [-1, 1]) of the set `inputs` (a dict of equally long tensors),
+    each computed in its fixed chunk of CHUNK images (rule 4), on a sampling copy of G."""
+    copy_ = sampler(G)
+    parts = []
+    for lo in range(start // CHUNK * CHUNK, stop, CHUNK):
+        images = family.generate(copy_, {k: v[lo:lo + CHUNK] for k, v in inputs.items()})
+        parts.append(images[max(start - lo, 0):stop - lo])
+    if not parts:
+        return torch.zeros(0)
+    return torch.cat(parts).float().clamp(-1, 1)
+
+
+def generate(family, G: nn.Module, inputs: dict) -> torch.Tensor:
+    """All images of `inputs` (float, [-1, 1]): a grid, or a set one process generates alone."""
+    return generate_range(family, G, inputs, 0, len(next(iter(inputs.values()))))
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:

@@ -22,10 +22,7 @@ import yaml
 
 from distgen.errors import ConfigError
 
-try:  # where the recipe loader lives once distgen.config no longer imports the family registry
-    from distgen.recipes import load as load_recipe
-except ImportError:  # before that change
-    from distgen.config import load as load_recipe
+from distgen.recipes import load as load_recipe
 
 MANIFEST = "sweep.json"
 RECIPE_KEY = "recipe"  # the grid axis over recipe files (config's own `recipe` is the file's stem)

@@ -23,7 +23,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distgen import config
+from distgen import recipes
 from distgen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def seconds(time: str) -> int:
 
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
     """entry replaces launch/train.py (e.g. launch/sweep_task.py MANIFEST); extra_sbatch adds header lines."""
-    cfg = config.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
+    cfg = recipes.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
     per_node = args.processes_per_node or args.gpus_per_node or 1
     cpus = args.cpus_per_task or per_node * (4 if args.gpus_per_node else 1)
     recipe = shlex.quote(os.path.relpath(Path(args.recipe).resolve(), ROOT))

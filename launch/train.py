@@ -19,7 +19,7 @@ from distgen.loops import signals
 if __name__ == "__main__":  # first, before the heavy imports: a stop signal during startup is kept, not fatal
     signals.install()
 
-from distgen import config  # noqa: E402
+from distgen import config, recipes  # noqa: E402
 from distgen.errors import ConfigError, DataError, TrainingError  # noqa: E402
 from distgen.families import FAMILIES  # noqa: E402
 from distgen.loops.run_dir import note_failure  # noqa: E402
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         overrides = args.overrides + (["run.accept_new_data_order=true"] if args.accept_new_data_order else [])
-        cfg = config.load(args.recipe, overrides)
+        cfg = recipes.load(args.recipe, overrides)
         if args.dry_run:
             print(config.dump(cfg), end="")
             return 0

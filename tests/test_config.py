@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run
-from distgen import config
+from distgen import config, recipes
 from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 
@@ -71,21 +71,21 @@ def test_wrong_type_names_the_key_and_the_value():
 ])
 def test_bad_values_raise_config_errors_naming_them(override, words):
     with pytest.raises(ConfigError) as err:
-        config.load(ROOT / "recipes" / "quickstart.yaml", [override])
+        recipes.load(ROOT / "recipes" / "quickstart.yaml", [override])
     for word in words:
         assert word in str(err.value)
 
 
 def test_overrides_are_typed_and_the_tree_is_frozen():
-    cfg = config.load(ROOT / "recipes" / "quickstart.yaml",
-                      ["optim.lr_g=1e-4", "train.ema=0.99", "train.phases=[{name: D, repeat: 5}, {name: G}]"])
+    cfg = recipes.load(ROOT / "recipes" / "quickstart.yaml",
+                       ["optim.lr_g=1e-4", "train.ema_kimg=10", "train.phases=[{name: D, repeat: 5}, {name: G}]"])
     assert isinstance(cfg.optim.lr_g, float) and cfg.optim.lr_g == 1e-4
     assert cfg.train.phases[0] == config.PhaseConfig("D", 5, 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.optim.lr_g = 1.0  # type: ignore[misc]
-    assert config.from_dict(yaml.safe_load(config.dump(cfg))) == cfg  # config.yaml round-trips
+    assert recipes.from_dict(yaml.safe_load(config.dump(cfg))) == cfg  # config.yaml round-trips
 
 
 def test_missing_recipe_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        config.load(tmp_path / "nope.yaml")
+        recipes.load(tmp_path / "nope.yaml")

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from conftest import BIN, TINY_GAN, run, train
-from distgen import config
+from distgen import config, recipes
 from distgen.data import eval_batches, load_info, split_urls
 from distgen.errors import ConfigError
 from distgen.evaluation.fidelity import KEYS, evaluate_generator
@@ -116,7 +116,7 @@ class RealDigits(nn.Module):
 
 def tiny_family(root: Path):
     """(config, untrained tiny DCGAN family) on a shard folder, for in-process evaluations."""
-    cfg = config.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={root}", "model.z_dim=16", "model.width=8"])
+    cfg = recipes.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={root}", "model.z_dim=16", "model.width=8"])
     return cfg, FAMILIES["dcgan"](cfg, load_info(cfg.data))
 
 

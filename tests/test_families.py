@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, TINY_GAN, metrics, train
-from distgen import config
+from distgen import config, recipes
 from distgen.data import DataInfo, load_info
 from distgen.families import FAMILIES
 
@@ -19,7 +19,7 @@ FACES = DataInfo(64, 3, (), (), {}, {})
 
 
 def test_dcgan_nets_are_the_reports_at_64px():
-    fam = FAMILIES["dcgan"](config.from_dict({"family": "dcgan"}), FACES)
+    fam = FAMILIES["dcgan"](recipes.from_dict({"family": "dcgan"}), FACES)
     convs_g = [m for m in fam.nets["G"].modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [(c.in_channels, c.out_channels) for c in convs_g] == [(100, 512), (512, 256), (256, 128), (128, 64), (64, 3)]
     convs_d = [m for m in fam.nets["D"].modules() if isinstance(m, torch.nn.Conv2d)]
@@ -43,7 +43,7 @@ EXPECTED_TERMS = {
 @pytest.mark.parametrize("family", GAN_FAMILIES)
 def test_losses_are_finite_named_terms(family):
     torch.manual_seed(0)
-    cfg = config.from_dict({"family": family, "model": {"z_dim": 8, "width": 8}, "train": {"batch_size": 4}})
+    cfg = recipes.from_dict({"family": family, "model": {"z_dim": 8, "width": 8}, "train": {"batch_size": 4}})
     fam = FAMILIES[family](cfg, DIGITS)
     batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1, "label": torch.tensor([0, 1, 2, 3])}
     for phase in fam.PHASES:
@@ -57,7 +57,7 @@ def test_losses_are_finite_named_terms(family):
 
 
 def test_lsgan_is_least_squares_and_dcgan_is_cross_entropy():
-    cfg = lambda f: config.from_dict({"family": f, "model": {"z_dim": 8, "width": 8}})  # noqa: E731
+    cfg = lambda f: recipes.from_dict({"family": f, "model": {"z_dim": 8, "width": 8}})  # noqa: E731
     logit = torch.tensor([[0.0], [2.0]])
     ls = FAMILIES["lsgan"](cfg("lsgan"), DIGITS).d_terms(logit, logit)
     assert ls["D/real"].item() == pytest.approx(0.5 * ((0 - 1) ** 2 + (2 - 1) ** 2) / 2)
@@ -67,7 +67,7 @@ def test_lsgan_is_least_squares_and_dcgan_is_cross_entropy():
 
 
 def test_sagan_has_spectral_norm_and_attention_in_both_nets():
-    cfg = config.from_dict({"family": "sagan", "model": {"z_dim": 8, "width": 8}})
+    cfg = recipes.from_dict({"family": "sagan", "model": {"z_dim": 8, "width": 8}})
     fam = FAMILIES["sagan"](cfg, FACES)
     for net in fam.nets.values():
         assert any(torch.nn.utils.parametrize.is_parametrized(m) for m in net.modules())
@@ -77,8 +77,8 @@ def test_sagan_has_spectral_norm_and_attention_in_both_nets():
 
 def test_acgan_conditions_on_binary_attributes():
     faces = DataInfo(32, 3, (), ("Smiling", "Male"), {}, {})
-    cfg = config.from_dict({"family": "acgan", "model": {"z_dim": 8, "width": 8, "condition": "attrs"},
-                            "train": {"batch_size": 4}})
+    cfg = recipes.from_dict({"family": "acgan", "model": {"z_dim": 8, "width": 8, "condition": "attrs"},
+                             "train": {"batch_size": 4}})
     fam = FAMILIES["acgan"](cfg, faces)
     batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1, "attrs": torch.tensor([[1., 0.], [0., 1.], [1., 1.], [0., 0.]])}
     assert set(fam.loss("D", fam.nets, batch)) == {"D/real", "D/fake", "D/cls_real"}
@@ -91,8 +91,8 @@ def test_cgan_conditions_on_the_hair_eye_pair():
     anime = DataInfo(32, 3, tuple(f"{h} hair {e} eyes" for h in "ab" for e in "xyz"), (), {}, {},
                      {"hair": ["a", "b"], "eye": ["x", "y", "z"]})
     for mode in ("projection", "concat"):
-        cfg = config.from_dict({"family": "cgan", "model": {"z_dim": 8, "width": 8, "cond": mode},
-                                "train": {"batch_size": 4}})
+        cfg = recipes.from_dict({"family": "cgan", "model": {"z_dim": 8, "width": 8, "cond": mode},
+                                 "train": {"batch_size": 4}})
         fam = FAMILIES["cgan"](cfg, anime)
         assert fam.factors == [2, 3]
         cond = fam.condition(torch.tensor([0, 5, 4]))  # (a,x), (b,z), (b,y)
@@ -102,8 +102,8 @@ def test_cgan_conditions_on_the_hair_eye_pair():
 
 
 def test_soft_labels_and_flips_shape_d_targets():
-    cfg = config.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8, "real_label": 0.9,
-                                                         "flip_prob": 0.25}})
+    cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8, "real_label": 0.9,
+                                                          "flip_prob": 0.25}})
     fam = FAMILIES["dcgan"](cfg, DIGITS)
     torch.manual_seed(0)
     t = fam.targets(torch.zeros(20000, 1), real=True)
@@ -126,7 +126,7 @@ def test_diffaugment_keeps_shape_and_gradient():
 
 
 def test_wgan_gp_penalty_is_zero_for_a_unit_gradient_critic():
-    cfg = config.from_dict({"family": "wgan_gp", "model": {"z_dim": 8, "width": 8}})
+    cfg = recipes.from_dict({"family": "wgan_gp", "model": {"z_dim": 8, "width": 8}})
     fam = FAMILIES["wgan_gp"](cfg, DIGITS)
     w = torch.randn(1, 1, 32, 32)
     w = w / w.norm()
@@ -156,7 +156,7 @@ def test_smoke_recipes_train_20_steps_with_finite_named_losses(digits, tmp_path,
         assert set().union(*EXPECTED_TERMS[family].values()) <= set(row)
         assert all(math.isfinite(v) for v in row.values())
     assert (run_dir / "samples" / "step_20.png").is_file()
-    cfg = config.load(ROOT / "recipes" / f"{SMOKE[family]}.yaml", [*TINY_GAN, f"data.root={digits}"])
+    cfg = recipes.load(ROOT / "recipes" / f"{SMOKE[family]}.yaml", [*TINY_GAN, f"data.root={digits}"])
     initial = FAMILIES[family](cfg, load_info(cfg.data))  # same seed: the weights the run started from
     ckpt = run_dir / "checkpoints" / "step_20"
     meta = json.loads((ckpt / "meta.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import BIN, TINY_GAN, metrics, run, train
-from distgen import config
+from distgen import config, recipes
 from distgen.checkpoint import load_run
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
@@ -19,7 +19,7 @@ DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
 
 
 def _wgan(**model):
-    cfg = config.from_dict({"family": "wgan_gp", "model": {"z_dim": 8, "width": 8, **model}})
+    cfg = recipes.from_dict({"family": "wgan_gp", "model": {"z_dim": 8, "width": 8, **model}})
     return FAMILIES["wgan_gp"](cfg, DIGITS)
 
 
@@ -53,10 +53,10 @@ def test_mixed_precision_runs_through_accelerate_launch(digits, tmp_path, precis
 
 def test_sync_batchnorm_only_where_it_exists():
     def fresh():
-        return FAMILIES["dcgan"](config.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8}}), DIGITS).nets
+        return FAMILIES["dcgan"](recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8}}), DIGITS).nets
 
     printed = []
-    cfg = config.from_dict({"family": "dcgan"})
+    cfg = recipes.from_dict({"family": "dcgan"})
     cuda2 = SimpleNamespace(device=torch.device("cuda"), num_processes=2, print=printed.append)
     converted = convert_sync_bn(fresh(), cfg, cuda2)
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted["D"].modules())
@@ -64,19 +64,19 @@ def test_sync_batchnorm_only_where_it_exists():
     nets = fresh()
     kept = convert_sync_bn(nets, cfg, cpu2)
     assert kept is nets and len(printed) == 1 and "CUDA-only" in printed[0]
-    off = config.from_dict({"family": "dcgan", "train": {"sync_bn": False}})
+    off = recipes.from_dict({"family": "dcgan", "train": {"sync_bn": False}})
     assert convert_sync_bn(nets, off, cuda2) is nets
 
 
 def test_per_network_optimizers_and_betas():
-    cfg = config.from_dict({"family": "dcgan", "optim": {"name": "adam", "name_d": "rmsprop", "lr_d": 5e-5,
-                                                          "betas_g": [0.0, 0.9]}})
+    cfg = recipes.from_dict({"family": "dcgan", "optim": {"name": "adam", "name_d": "rmsprop", "lr_d": 5e-5,
+                                                           "betas_g": [0.0, 0.9]}})
     fam = FAMILIES["dcgan"](cfg, DIGITS)
     opt_g, opt_d = (fam.optimizer(n, fam.nets[n].parameters()) for n in ("G", "D"))
     assert isinstance(opt_g, torch.optim.Adam) and opt_g.defaults["betas"] == (0.0, 0.9)
     assert isinstance(opt_d, torch.optim.RMSprop) and opt_d.defaults["lr"] == 5e-5
     with pytest.raises(config.ConfigError, match="betas_d"):
-        config.from_dict({"family": "dcgan", "optim": {"betas_d": [0.5]}})
+        recipes.from_dict({"family": "dcgan", "optim": {"betas_d": [0.5]}})
 
 
 def test_gradient_accumulation_takes_k_micro_batches_per_step(digits, tmp_path):
@@ -91,7 +91,7 @@ def test_gradient_accumulation_takes_k_micro_batches_per_step(digits, tmp_path):
 def test_ema_weights_are_saved_and_used_for_sampling(digits, tmp_path):
     run_dir = tmp_path / "ema"
     train("dcgan_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=6",
-          "train.ema=0.5")
+          "train.ema_kimg=0.01")
     _, with_ema, _ = load_run(run_dir, use_ema=True)
     _, raw, _ = load_run(run_dir, use_ema=False)
     ema_state = torch.load(run_dir / "checkpoints" / "step_6" / "custom_checkpoint_1.pkl", weights_only=True)
@@ -107,7 +107,7 @@ def test_speed_switches_train(digits, tmp_path, recipe):
     the loop; the gradient-penalty critic stays eager."""
     run_dir = tmp_path / "fast"
     train(recipe, *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4", "log.every=4",
-          "train.channels_last=true", "train.compile=aot_eager", "train.ema=0.9")
+          "train.channels_last=true", "train.compile=aot_eager", "train.ema_kimg=0.01")
     row = metrics(run_dir)[-1]
     assert row["step"] == 4 and all(v == v for v in row.values())
     _, family, step = load_run(run_dir)  # checkpoints hold the plain (uncompiled) modules

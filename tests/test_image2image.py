@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import ROOT, metrics, train
-from distgen import config
+from distgen import config, recipes
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
 from distgen.families.classifier import Classifier
@@ -46,12 +46,12 @@ def one_thread():
 
 
 def cyclegan(**model):
-    cfg = config.from_dict({"family": "cyclegan", "model": {"width": 4, "n_blocks": 2, "d_layers": 2, **model}})
+    cfg = recipes.from_dict({"family": "cyclegan", "model": {"width": 4, "n_blocks": 2, "d_layers": 2, **model}})
     return FAMILIES["cyclegan"](cfg, {"A": GREY, "B": RGB})
 
 
 def stargan(info, **model):
-    cfg = config.from_dict({"family": "stargan", "model": {"width": 4, "n_blocks": 1, **model}})
+    cfg = recipes.from_dict({"family": "stargan", "model": {"width": 4, "n_blocks": 1, **model}})
     return FAMILIES["stargan"](cfg, info)
 
 
@@ -110,7 +110,7 @@ def translate_acc(capsys, *argv) -> dict:
 
 
 def test_resnet_generator_is_the_reference_at_256px():
-    fam = FAMILIES["cyclegan"](config.from_dict({"family": "cyclegan"}), {"A": RGB, "B": RGB})
+    fam = FAMILIES["cyclegan"](recipes.from_dict({"family": "cyclegan"}), {"A": RGB, "B": RGB})
     G = fam.nets["G"].nets["AB"]
     convs = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in G.modules()
              if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
@@ -275,11 +275,11 @@ def test_attribute_accuracy_counts_the_asked_for_attribute(faces):
     switching a hair colour on and, on flipping Male, the share of test images that were male."""
     from distgen.data import eval_batches, load_info
 
-    cfg = config.from_dict({"family": "stargan", "model": {"width": 4, "n_blocks": 1},
-                            "data": {"root": str(faces), "attrs": ["Black_Hair", "Blond_Hair", "Male"]}})
+    cfg = recipes.from_dict({"family": "stargan", "model": {"width": 4, "n_blocks": 1},
+                             "data": {"root": str(faces), "attrs": ["Black_Hair", "Blond_Hair", "Male"]}})
     info = load_info(cfg.data)
     fam = FAMILIES["stargan"](cfg, info)
-    judge = Classifier(config.from_dict({"family": "classifier", "model": {"target": "attrs"}}),
+    judge = Classifier(recipes.from_dict({"family": "classifier", "model": {"target": "attrs"}}),
                        DataInfo(32, 3, (), ("Male", "Blond_Hair", "Black_Hair"), {}, {}))
     judge.nets["net"] = Reader()
     fam.nets["G"] = Painter()
@@ -297,10 +297,10 @@ def test_attribute_accuracy_counts_the_asked_for_attribute(faces):
 
 def test_attribute_accuracy_of_digit_classes(digits):
     """Class condition: translating to class j is right when a class judge names j."""
-    cfg = config.from_dict({"family": "stargan", "model": {"condition": "class", "width": 4, "n_blocks": 1},
-                            "data": {"root": str(digits)}})
+    cfg = recipes.from_dict({"family": "stargan", "model": {"condition": "class", "width": 4, "n_blocks": 1},
+                             "data": {"root": str(digits)}})
     fam = FAMILIES["stargan"](cfg, GREY)
-    judge = Classifier(config.from_dict({"family": "classifier"}), GREY)
+    judge = Classifier(recipes.from_dict({"family": "classifier"}), GREY)
     judge.nets["net"] = Reader10()
     fam.nets["G"] = Painter()
     out = attribute_accuracy(fam, judge, num_samples=20)
@@ -319,7 +319,7 @@ class Reader10(nn.Module):
 
 
 def test_classifier_attrs_mode_scores_each_attribute():
-    cfg = config.from_dict({"family": "classifier", "model": {"width": 4, "target": "attrs"}})
+    cfg = recipes.from_dict({"family": "classifier", "model": {"width": 4, "target": "attrs"}})
     fam = Classifier(cfg, DataInfo(32, 3, (), ("Male", "Young"), {}, {}))
     batch = {"image": torch.rand(4, 3, 32, 32), "attrs": torch.tensor([[1.0, 0], [0, 1], [1, 1], [0, 0]])}
     terms = fam.loss(batch, fam.nets)

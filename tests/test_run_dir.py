@@ -145,14 +145,14 @@ def test_history_rewind_drops_later_eval_files_and_recomputes_the_summary(tmp_pa
 
 def test_wandb_continues_its_run_rewound_to_the_resumed_step(tmp_path):
     """W&B's own rewind (resume_from="<id>?_step=<N>"), not resume="allow", which drops the re-logged steps."""
-    from distgen import config
+    from distgen import recipes
     from distgen.loops.history import start_wandb
 
     class Acc:
         def init_trackers(self, project, config=None, init_kwargs=None):
             self.kwargs = init_kwargs["wandb"]
 
-    cfg = config.load(str(ROOT / SMOKE), ["log.wandb.enabled=true", "log.wandb.mode=offline"])
+    cfg = recipes.load(str(ROOT / SMOKE), ["log.wandb.enabled=true", "log.wandb.mode=offline"])
     acc = Acc()
     start_wandb(acc, cfg, tmp_path, 0)
     run_id = (tmp_path / "wandb_id.txt").read_text()
@@ -237,7 +237,7 @@ def test_the_replica_check_names_the_parameter_that_drifted(tmp_path):
     """Two ranks' fingerprints where one parameter differs on rank 1: ranks.json and the warning name it."""
     import torch
 
-    from distgen import config
+    from distgen import recipes
     from distgen.loops.checkpointer import Checkpointer
 
     class TwoRanks:  # the Accelerator surface check_ranks uses; rank 1 holds a drifted D.1.weight
@@ -256,7 +256,7 @@ def test_the_replica_check_names_the_parameter_that_drifted(tmp_path):
                                                                                        torch.nn.ReLU(), torch.nn.Linear(2, 1))}
     names = [f"{n}.{p}" for n in sorted(nets) for p, _ in nets[n].named_parameters()]
     drifted = names.index("D.2.weight")
-    cfg = config.load(str(ROOT / SMOKE))
+    cfg = recipes.load(str(ROOT / SMOKE))
     checker = Checkpointer(tmp_path, cfg, TwoRanks(), {})
     assert checker.check_ranks(nets, step=40) is False
     ranks = json.loads((tmp_path / "ranks.json").read_text())
@@ -318,13 +318,13 @@ def _fake_run(base: Path, name: str, age: float) -> Path:
 
 
 def test_resume_auto_picks_the_newest_run_not_the_lexically_last(tmp_path, monkeypatch):
-    from distgen import config
+    from distgen import recipes
 
     try:
         from distgen.loops.run_dir import resolve
     except ImportError:  # the code before the run dir split
         from distgen.loops.common import _resolve as resolve
-    cfg = config.load(str(ROOT / SMOKE))
+    cfg = recipes.load(str(ROOT / SMOKE))
     monkeypatch.chdir(tmp_path)
     base = Path("runs") / "dcgan_digits_smoke"
     _fake_run(base, "slurm-4242", age=3600)  # sorts after timestamps, but is an hour old

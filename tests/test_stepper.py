@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 from conftest import TINY_CLS, TINY_GAN, free_port, metrics, train
-from distgen import config, stats
+from distgen import recipes, stats
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
 from distgen.loops.guard import Guard
@@ -146,7 +146,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(digits, tmp_path, mo
     from distgen.loops import adversarial, single
 
     def run(steps):
-        cfg = config.load(f"recipes/{recipe}.yaml", [
+        cfg = recipes.load(f"recipes/{recipe}.yaml", [
             *extra, f"data.root={digits}", f"run.dir={tmp_path / str(steps)}", f"train.steps={steps}",
             f"log.every={steps}", f"log.sample_every={steps}", f"run.checkpoint_every={steps}",
             "data.num_workers=1", "eval.every=0", "log.wandb.enabled=false"])

@@ -20,7 +20,8 @@ from PIL import Image
 
 import distgen.data.stream as stream_module
 from conftest import BIN, run
-from distgen.config import DataConfig, load
+from distgen.config import DataConfig
+from distgen.recipes import load
 from distgen.data import eval_batches, load_info, split_urls, train_loader
 from distgen.errors import ConfigError, DataError
 

@@ -59,7 +59,7 @@ def test_twenty_step_run_leaves_the_run_dir_contract(digits, judge, tmp_path):
 
 @pytest.mark.parametrize("recipe, extra", [
     ("dcgan_digits_smoke", []),
-    ("quickstart", ["data.num_workers=2", "train.ema=0.9"]),  # worker stream position and EMA restored too
+    ("quickstart", ["data.num_workers=2", "train.ema_kimg=0.5"]),  # worker stream position and EMA restored too
 ])
 def test_resume_is_exact(digits, tmp_path, recipe, extra):
     common = [*TINY_GAN, *extra, f"data.root={digits}", "run.checkpoint_every=10", "run.keep_last=0"]

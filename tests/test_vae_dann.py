@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import ROOT, metrics, run, train
-from distgen import config
+from distgen import config, recipes
 from distgen.checkpoint import load_run
 from distgen.data import DataInfo
 from distgen.errors import ConfigError
@@ -55,7 +55,7 @@ def _evals(run_dir):
 
 
 def test_vae_nets_are_the_reports_at_64px():
-    fam = FAMILIES["vae"](config.from_dict({"family": "vae"}), FACES)
+    fam = FAMILIES["vae"](recipes.from_dict({"family": "vae"}), FACES)
     enc, dec = fam.nets["encoder"], fam.nets["decoder"]
     convs = [(m.in_channels, m.out_channels) for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs == [(3, 32), (32, 32), (32, 64), (64, 128)]
@@ -70,8 +70,8 @@ def test_vae_nets_are_the_reports_at_64px():
 
 
 def test_vae_loss_terms_are_mse_and_weighted_kld():
-    cfg = config.from_dict({"family": "vae", "model": {"latent": 4, "widths": [4, 8], "kl_weight": 0.5,
-                                                       "kl_warmup": 0.5}})
+    cfg = recipes.from_dict({"family": "vae", "model": {"latent": 4, "widths": [4, 8], "kl_weight": 0.5,
+                                                        "kl_warmup": 0.5}})
     fam = FAMILIES["vae"](cfg, DataInfo(32, 1, tuple("0123456789"), (), {}, {}))
     batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1}
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def test_vae_loss_terms_are_mse_and_weighted_kld():
 
 
 def test_unknown_tsne_attribute_is_a_config_error():
-    cfg = config.from_dict({"family": "vae", "model": {"tsne_attr": "Bald"}})
+    cfg = recipes.from_dict({"family": "vae", "model": {"tsne_attr": "Bald"}})
     with pytest.raises(ConfigError, match="Bald.*Male, Smiling"):
         FAMILIES["vae"](cfg, FACES)
 
@@ -98,7 +98,7 @@ def test_gradient_reversal_and_its_schedule():
     assert grl_lambda(0.0) == 0.0
     assert grl_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
     assert grl_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
-    fam = FAMILIES["dann"](config.from_dict({"family": "dann"}), DataInfo(32, 1, tuple("0123456789"), (), {}, {}))
+    fam = FAMILIES["dann"](recipes.from_dict({"family": "dann"}), DataInfo(32, 1, tuple("0123456789"), (), {}, {}))
     assert fam.lr_factor(0.0) == 1.0 and fam.lr_factor(1.0) == pytest.approx(11 ** -0.75)
 
 
@@ -109,14 +109,14 @@ def test_dann_modes_pick_their_streams_and_nets(digits, digits_m):
               "dann": (["source", "target"], {"features", "classifier", "domain"}),
               "target_only": (["target"], {"features", "classifier"})}
     for mode, (names, nets) in expect.items():
-        cfg = config.from_dict({**base, "model": {"mode": mode}})
+        cfg = recipes.from_dict({**base, "model": {"mode": mode}})
         assert list(streams(FAMILIES["dann"], cfg, "train")) == names
         assert list(streams(FAMILIES["dann"], cfg, "eval")) == ["source", "target"]
         assert set(FAMILIES["dann"](cfg, info).nets) == nets
-    no_target = config.from_dict({"family": "dann", "data": {"root": str(digits)}})
+    no_target = recipes.from_dict({"family": "dann", "data": {"root": str(digits)}})
     with pytest.raises(ConfigError, match="data.target"):
         streams(FAMILIES["dann"], no_target, "train")
-    clash = config.from_dict({**base, "data": {**base["data"], "root": str(digits_m)}})
+    clash = recipes.from_dict({**base, "data": {**base["data"], "root": str(digits_m)}})
     with pytest.raises(ConfigError, match="data.root.*data.source"):
         streams(FAMILIES["dann"], clash, "train")
 
@@ -235,7 +235,7 @@ def test_target_labels_are_never_read_in_dann_training(digits, digits_m, tmp_pat
 
 def _fake_run(path, mode, target_acc, source="data/digits", target="data/digits-m"):
     (path / "eval").mkdir(parents=True)
-    cfg = config.from_dict({"family": "dann", "model": {"mode": mode}, "data": {"source": source, "target": target}})
+    cfg = recipes.from_dict({"family": "dann", "model": {"mode": mode}, "data": {"source": source, "target": target}})
     (path / "config.yaml").write_text(config.dump(cfg))
     (path / "eval" / "step_100.json").write_text(json.dumps({"step": 100, "target_acc": 0.0, "source_acc": 0.9}))
     (path / "eval" / "step_200.json").write_text(json.dumps({"step": 200, "target_acc": target_acc}))
@@ -263,6 +263,6 @@ def test_dann_table_rows_modes_columns_scenarios(tmp_path):
 def test_dann_recipes_parse_with_their_scenarios():
     for name, (source, target) in {"dann_digits": ("digits", "digits-m"), "dann_mnistm_usps": ("mnistm", "usps"),
                                    "dann_svhn_mnistm": ("svhn", "mnistm"), "dann_usps_svhn": ("usps", "svhn")}.items():
-        cfg = config.load(ROOT / "recipes" / f"{name}.yaml")
+        cfg = recipes.load(ROOT / "recipes" / f"{name}.yaml")
         assert cfg.family == "dann" and cfg.model.mode == "dann"
         assert (cfg.data.source.split("/")[-1], cfg.data.target.split("/")[-1]) == (source, target)

@@ -32,10 +32,9 @@ from distgen.evaluation.inception import (as_rgb, extract, layer_for, load_extra
                                           to_uint8)
 from distgen.evaluation.ranks import Gather, gather_rows, identity, my_slice
 from distgen.evaluation.reference import reference_features
-from distgen.samples import generate
+from distgen.samples import generate_range
 
 FIDELITY_METRICS = ("fid", "isc", "kid", "prc")
-GENERATE_CHUNK = 500  # images per generator call; fixed, so every image comes out of the same batch
 KEYS = {KEY_METRIC_FID: "fid", KEY_METRIC_ISC_MEAN: "isc_mean", KEY_METRIC_ISC_STD: "isc_std",
         KEY_METRIC_KID_MEAN: "kid_mean", KEY_METRIC_KID_STD: "kid_std", KEY_METRIC_PRECISION: "precision",
         KEY_METRIC_RECALL: "recall", KEY_METRIC_F_SCORE: "f_score"}
@@ -49,21 +48,17 @@ def sample_inputs(family, n: int, seed: int) -> dict:
 
 
 def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tensor:
-    """Images start..stop-1 as uint8. Samplers use batch statistics (distgen.samples), so images come
-    from the fixed global chunks of GENERATE_CHUNK, whatever this rank's slice boundaries are."""
-    parts = []
-    for lo in range(start // GENERATE_CHUNK * GENERATE_CHUNK, stop, GENERATE_CHUNK):
-        chunk = {k: v[lo:lo + GENERATE_CHUNK] for k, v in inputs.items()}
-        try:
-            images = to_uint8(generate(family, G, chunk, chunk=GENERATE_CHUNK))
-        except KeyError as exc:  # e.g. attribute-conditioned or image-to-image generators
-            raise ConfigError(f"family '{family.cfg.family}' needs input {exc} to generate; FID/IS/KID/PRC "
-                              f"sample noise or classes only (a family can define eval_inputs(n, seed))") from None
-        parts.append(images[max(start - lo, 0):stop - lo])
-    if not parts:
+    """Images start..stop-1 as uint8, by distgen.samples' rules: on a copy with plain BatchNorm and
+    batch statistics, in fixed chunks, no collective; so image k is the same for any world size."""
+    try:
+        images = generate_range(family, G, inputs, start, stop)
+    except KeyError as exc:  # e.g. attribute-conditioned or image-to-image generators
+        raise ConfigError(f"family '{family.cfg.family}' needs input {exc} to generate; FID/IS/KID/PRC "
+                          f"sample noise or classes only (a family can define eval_inputs(n, seed))") from None
+    if not len(images):
         size = family.image_size
         return torch.zeros(0, family.info.channels, size, size, dtype=torch.uint8)
-    return torch.cat(parts)
+    return to_uint8(images)
 
 
 def torch_fidelity_metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int) -> dict:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 
 import torch
 from accelerate.utils import set_seed
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from distgen import stats
 from distgen.config import PhaseConfig
 from distgen.data import load_info, split_urls, train_loader
+from distgen.ema import EMA
 from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
@@ -102,12 +102,11 @@ def evaluate_images(family, cfg, acc, G) -> dict:
     from distgen.evaluation.fidelity import evaluate_generator
     from distgen.evaluation.reference import default_cache_dir
 
-    G.eval()  # only for the duration: generate() samples with batch statistics on a copy
-    result = evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
-                                generator=G, rank=acc.process_index, world_size=acc.num_processes,
-                                gather=acc.gather, device=acc.device, cache_dir=default_cache_dir())
-    G.train()
-    return result
+    # generation follows distgen.samples (a plain-BatchNorm copy, fixed chunks, no collective), so
+    # these images are launch/evaluate.py's for the same weights, whatever the number of ranks
+    return evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
+                              generator=G, rank=acc.process_index, world_size=acc.num_processes,
+                              gather=acc.gather, device=acc.device, cache_dir=default_cache_dir())
 
 
 def train(cfg, resume: str | None = None) -> str:
@@ -131,8 +130,9 @@ def train(cfg, resume: str | None = None) -> str:
         nets = {n: net if n in family.EAGER else torch.compile(net, backend=cfg.train.compile)
                 for n, net in nets.items()}
     G = acc.unwrap_model(nets[family.GENERATOR], keep_torch_compile=False)
-    ema = (AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
-           if cfg.train.ema > 0 else None)
+    # half-life in images: each generator step trains on the global batch
+    ema = (EMA(G, cfg.train.ema_kimg, cfg.train.ema_rampup, cfg.train.batch_size * acc.num_processes *
+               cfg.train.grad_accum) if cfg.train.ema_kimg > 0 else None)
     state = TrainState()
     extra = {name: obj for name, obj in (("train_state", state), ("ema", ema)) if obj is not None}
     acc.register_for_checkpointing(*extra.values())
@@ -170,7 +170,7 @@ def train(cfg, resume: str | None = None) -> str:
         for sched in scheds:
             sched.step()
         if ema is not None:
-            ema.update_parameters(G)
+            ema.update(G)
         state.step = done = step + 1
         run.bar.update(1)
 
@@ -180,7 +180,7 @@ def train(cfg, resume: str | None = None) -> str:
             images = 0
         if logging or saving:
             guard.check(done)  # too many non-finite steps in a row: stop before saving
-        if every(done, cfg.log.sample_every, last) and acc.is_main_process:
+        if every(done, cfg.log.sample_every, last) and acc.is_main_process:  # no collective (distgen.samples)
             sampler = ema.module if ema is not None else G
             grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
                              grid_cols)

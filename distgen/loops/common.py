@@ -64,7 +64,20 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
                               f"DeepSpeed with the single-objective families (vae, dann, classifier)")
         # We feed batches ourselves (no prepared DataLoader), so tell DeepSpeed the micro-batch size.
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
-        plugin.deepspeed_config.setdefault("gradient_accumulation_steps", cfg.train.grad_accum)
+        # A run means the same under DDP and DeepSpeed: accumulation is train.grad_accum, and no
+        # clipping (Accelerate turns an unset "auto" gradient_clipping into 1.0 at prepare).
+        ds = plugin.deepspeed_config
+        pinned = ds.get("gradient_accumulation_steps", "auto")
+        if pinned not in ("auto", cfg.train.grad_accum) or acc.gradient_accumulation_steps != cfg.train.grad_accum:
+            raise ConfigError(f"the DeepSpeed config (or accelerate launch --gradient_accumulation_steps) sets "
+                              f"gradient_accumulation_steps={pinned if pinned != 'auto' else acc.gradient_accumulation_steps}"
+                              f" but train.grad_accum={cfg.train.grad_accum}; remove it there and set train.grad_accum")
+        ds["gradient_accumulation_steps"] = cfg.train.grad_accum
+        if ds.get("gradient_clipping", "auto") == "auto":
+            ds["gradient_clipping"] = 0.0
+        elif ds["gradient_clipping"]:
+            acc.print(f"note: the DeepSpeed config clips gradients at norm {ds['gradient_clipping']}; "
+                      f"the same recipe under DDP does not clip")
         # DeepSpeed derives train_batch_size = micro-batch x accumulation x its world size; a value
         # filled in here from Accelerate's process count can disagree (on CPU Accelerate counts 1)
         plugin.deepspeed_config.pop("train_batch_size", None)
