@@ -170,7 +170,7 @@ def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device(monkeypa
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
     net, opt = acc.prepare(net, opt)
-    cfg = config.from_dict({"family": "classifier", "train": {"max_nonfinite": 2}})
+    cfg = recipes.from_dict({"family": "classifier", "train": {"max_nonfinite": 2}})
     run = SimpleNamespace(dir=Path("/nonexistent"))
     guard = Guard.__new__(Guard)  # no signal handlers in the test process
     guard.acc, guard.cfg, guard.run, guard._row, guard._worst = acc, cfg, run, {}, {}
@@ -223,7 +223,7 @@ def test_accumulated_micro_batches_step_like_one_big_batch(fresh_accelerate):
             p -= 0.1 * p.grad
     acc = Accelerator(cpu=True, gradient_accumulation_steps=2)
     net, opt = acc.prepare(net, torch.optim.SGD(net.parameters(), lr=0.1))
-    cfg = config.from_dict({"family": "classifier", "train": {"grad_accum": 2}})
+    cfg = recipes.from_dict({"family": "classifier", "train": {"grad_accum": 2}})
     stepper = Stepper(acc, cfg, SimpleNamespace(record=lambda bad, phase: None), {"net": net},
                       {"": Group(("net",), [opt])})
     for half in (slice(0, 4), slice(4, 8)):
@@ -239,7 +239,7 @@ def test_accumulated_micro_batches_step_like_one_big_batch(fresh_accelerate):
 
 def _family(name):
     model = {"z_dim": 8, "width": 8} if name == "wgan_gp" else {"condition": "class", "width": 8, "n_blocks": 1}
-    return FAMILIES[name](config.from_dict({"family": name, "model": model}), DIGITS)
+    return FAMILIES[name](recipes.from_dict({"family": name, "model": model}), DIGITS)
 
 
 @pytest.mark.parametrize("name", ["wgan_gp", "stargan"])
@@ -263,7 +263,7 @@ def test_gradient_penalty_through_a_real_grad_scaler_at_a_large_scale(fresh_acce
     acc = Accelerator(cpu=True)
     acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)  # as Accelerate does for fp16 on CUDA
     D, opt = acc.prepare(fam.nets["D"], torch.optim.SGD(fam.nets["D"].parameters(), lr=0.01))
-    cfg = config.from_dict({"family": name})
+    cfg = recipes.from_dict({"family": name})
     stepper = Stepper(acc, cfg, SimpleNamespace(record=lambda bad, phase: None), {"G": fam.nets["G"], "D": D},
                       {"D": Group(("D",), [opt])})
     seen = []  # the gradient arriving at D's score inside the penalty's autograd.grad
