@@ -70,8 +70,11 @@ def generate_range(family, G: nn.Module, inputs: dict, start: int, stop: int) ->
     copy_ = sampler(G)
     parts = []
     for lo in range(start // CHUNK * CHUNK, stop, CHUNK):
-        images = family.generate(copy_, {k: v[lo:lo + CHUNK] for k, v in inputs.items()})
-        parts.append(images[max(start - lo, 0):stop - lo])
+        chunk = {k: v[lo:lo + CHUNK] for k, v in inputs.items()}
+        n = len(next(iter(chunk.values())))
+        images = family.generate(copy_, chunk)
+        per = len(images) // max(n, 1)  # images per input: several for image-to-image grids (CycleGAN, StarGAN)
+        parts.append(images[max(start - lo, 0) * per:(min(stop, lo + n) - lo) * per])
     if not parts:
         return torch.zeros(0)
     return torch.cat(parts).float().clamp(-1, 1)

@@ -136,8 +136,6 @@ class Checker:
     def check_resume(self) -> dict:
         from safetensors.torch import load_file
 
-        import torch
-
         settings = ["train.tf32=false", "train.ema_kimg=1", f"run.checkpoint_every={STEPS // 2}"]
         straight, split = self.work / "runs" / "resume-straight", self.work / "runs" / "resume-split"
         a = self.train("dcgan", straight, *settings, deterministic=True)

@@ -17,7 +17,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm import tqdm
