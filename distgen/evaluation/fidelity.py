@@ -125,7 +125,7 @@ def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Pa
     if save_samples:
         Path(save_samples).mkdir(parents=True, exist_ok=True)
         save_pngs(images, range(start, stop), Path(save_samples))
-    local = extract(net, as_rgb(images), batch_size)
+    local = extract(net, as_rgb(images), batch_size, progress="generated features" if rank == 0 else "")
     generated = {layer: gather_rows(value, gather, world_size) for layer, value in local.items()}
 
     reference = None

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.utils import create_feature_extractor
@@ -102,11 +103,13 @@ def save_pngs(images: torch.Tensor, indices, out_dir: Path) -> None:
 
 
 @torch.no_grad()
-def extract(net, images: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Features of uint8 RGB images, one float32 CPU tensor per layer (zero rows for no images)."""
+def extract(net, images: torch.Tensor, batch_size: int = 64, progress: str = "") -> dict[str, torch.Tensor]:
+    """Features of uint8 RGB images, one float32 CPU tensor per layer (zero rows for no images).
+    `progress`: a label to show a progress bar under (a long quiet step on tens of thousands of images)."""
     device = next(net.parameters()).device
     out: dict[str, list[torch.Tensor]] = {layer: [] for layer in net.get_requested_features_list()}
-    for i in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for i in tqdm(starts, desc=progress, unit="batch", disable=not progress, mininterval=5.0, leave=False):
         feats = net.convert_features_tuple_to_dict(net(images[i:i + batch_size].to(device)))
         for layer, value in feats.items():
             out[layer].append(value.cpu())
