@@ -45,6 +45,17 @@ def digits_m(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def digits_small_test(tmp_path_factory) -> Path:
+    """The digits converted with a test split of 20 images (2 per class): the FID reference of tests that
+    run InceptionV3 on the CPU (about 3 images/s), where the full 359-image split cost a minute."""
+    out = tmp_path_factory.mktemp("shards") / "digits-small-test"
+    from shards.__main__ import main
+
+    assert main(["digits", "--out", str(out), "--test-fraction", "0.01", "--seed", "0"]) == 0
+    return out
+
+
 def free_port() -> int:
     """A port nobody listens on now, so concurrent 2-process runs never share a rendezvous."""
     with socket.socket() as sock:

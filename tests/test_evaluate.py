@@ -53,9 +53,9 @@ def real_images(root: Path, split: str, n: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(digits_small_test) -> Path:
     """Real digits shards whose test split is tiny: 20 images, the FID reference."""
-    return build_shards(tmp_path_factory.mktemp("shards") / "tiny")
+    return digits_small_test
 
 
 @pytest.fixture(scope="module")

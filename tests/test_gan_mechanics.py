@@ -130,7 +130,7 @@ def test_wandb_without_a_key_logs_offline_into_the_run_dir(digits, tmp_path):
     assert (run_dir / "wandb_id.txt").read_text().strip() == run_id  # a resumed run keeps its W&B id
 
 
-def test_periodic_fid_during_training_with_summary(digits, tmp_path):
+def test_periodic_fid_during_training_with_summary(digits_small_test, tmp_path):
     """eval.every: FID of generated images against the test split (slices per rank: test_evaluate.py);
     eval/step_<N>.json, eval curves in metrics.jsonl, and the last and best values in summary.json."""
     from distgen.evaluation.random_weights import make_random_weights
@@ -138,7 +138,7 @@ def test_periodic_fid_during_training_with_summary(digits, tmp_path):
     weights = make_random_weights(tmp_path / "inception.pth",
                                   images=torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
     run_dir = tmp_path / "fid"
-    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4",
+    train("dcgan_digits_smoke", *TINY_GAN, f"data.root={digits_small_test}", f"run.dir={run_dir}", "train.steps=4",
           "eval.every=2", "eval.num_samples=16", "eval.metrics=[fid]", f"eval.inception_weights={weights}",
           env={"DISTGEN_CACHE_DIR": str(tmp_path / "cache")})
     evals = [json.loads((run_dir / "eval" / f"step_{s}.json").read_text()) for s in (2, 4)]
