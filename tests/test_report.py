@@ -15,7 +15,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 from PIL import Image
 
