@@ -10,10 +10,11 @@ since the loops log the same keys there). Only config keys whose values differ a
 run.dir is left out (it differs for every run and names the columns). How each run ran
 (RUN_DIR/run.json: mixed precision, world size, machines, data.num_workers, distgen commit, how it
 ended) is listed per run and compared like config keys, as run.json/<fact>. --plot (default
-compare_curves.png) gets one panel per logged key with one line per run; --csv FILE writes one row
-per run. A sweep dir (launch/sweep.py) stands for its runs. --group-by prints one row per group
-instead: each final metric as mean ± std over the group's runs (seeds) with n, and the keys the
-groups differ in; curves are each group's mean with a ± std band; --csv gets one row per group
+compare_curves.png) gets one panel per logged key with one line per run (none for a key that is 0
+throughout, such as nonfinite_skipped); --csv FILE writes one row per run. A sweep dir
+(launch/sweep.py) stands for its runs. --group-by prints one row per group instead: each final
+metric as mean ± std over the group's runs (seeds) with n, and the keys the groups differ in;
+curves are each group's mean with a ± std band; --csv gets one row per group
 (distgen/evaluation/grouping.py). A study's sweep dir groups by its saved table without --group-by.
 The W&B path reads config, summary and history through wandb's public API (wandb.Api).
 """
@@ -28,7 +29,8 @@ from pathlib import Path
 from distgen.errors import ConfigError, DataError
 from distgen.evaluation import grouping
 from distgen.evaluation.plots import plot_panels, series
-from distgen.evaluation.runs import RunData, describe, flatten, is_number, load_run_dir, short_names
+from distgen.evaluation.runs import (RunData, describe, flatten, is_number, load_run_dir, numeric_keys, short_names,
+                                     zero_throughout)
 
 IGNORED_CONFIG = ("run.dir",)
 MISSING = "–"
@@ -95,8 +97,8 @@ def write_csv(runs: list[RunData], diff: list[str], path: Path) -> None:
 
 
 def plot_curves(runs: list[RunData], path: Path) -> Path | None:
-    keys = list(dict.fromkeys(k for r in runs for row in r.history for k, v in row.items()
-                              if k != "step" and is_number(v)))
+    history = [row for r in runs for row in r.history]
+    keys = [k for k in numeric_keys(history) if not zero_throughout(history, k)]  # no all-zero panels
     if not keys:
         return None
     return plot_panels([(k, {r.name: series(r.history, k) for r in runs}) for k in keys], path, cols=4)

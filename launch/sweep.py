@@ -4,6 +4,7 @@
         [--local [--parallel K] | --slurm [submit.py options] [--max-concurrent M]] [--dry-run]
     python launch/sweep.py studies/dann.yaml --local           # a sweep saved as a file
     python launch/compare.py runs/sweeps/NAME --group-by model.mode
+    python launch/report.py runs/sweeps/NAME                   # one HTML page: table, curves, a grid per group
 
 Values are parsed as YAML like train.py's overrides (`[1, 2]` stays one value); RECIPE may be a
 comma-separated list of recipes (an axis of its own). Every combination is validated before anything

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distgen.errors import ConfigError
-from distgen.evaluation.runs import RunData, is_number
+from distgen.evaluation.runs import RunData, is_number, numeric_keys, zero_throughout
 
 MANIFEST = "sweep.json"
 IGNORED = ("run.dir", "run.seed")  # they differ run by run, never a property of a group
@@ -31,19 +31,35 @@ class Group:
     runs: list[RunData] = field(default_factory=list)
 
 
+def read_sweep(path: str | Path) -> dict | None:
+    """A sweep dir's manifest (None when `path` has no sweep.json), each run's "dir" as found on disk.
+
+    The manifest names run dirs as launch/sweep.py saw them (relative to the repository for the
+    default --root); a run dir that is not there from here is looked for in the sweep dir itself."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+        runs = data["runs"]
+        for run in runs:
+            found = Path(path) / Path(run["dir"]).name
+            if not (Path(run["dir"]) / "config.yaml").is_file() and (found / "config.yaml").is_file():
+                run["dir"] = str(found)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{manifest}: not a sweep manifest ({exc!r})") from None
+    return data
+
+
 def expand_paths(paths: list[str]) -> list[str]:
     """Run dirs as given; a sweep dir becomes its runs' dirs (in grid order) that exist on disk."""
     out = []
     for path in paths:
-        manifest = Path(path) / MANIFEST
-        if not manifest.is_file():
+        data = read_sweep(path)
+        if data is None:
             out.append(path)
             continue
-        try:
-            runs = json.loads(manifest.read_text())["runs"]
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"{manifest}: not a sweep manifest ({exc})") from None
-        found = [r["dir"] for r in runs if (Path(r["dir"]) / "config.yaml").is_file()]
+        found = [r["dir"] for r in data["runs"] if (Path(r["dir"]) / "config.yaml").is_file()]
         if not found:
             raise ConfigError(f"sweep '{path}' has no run with a config.yaml yet; run it first (launch/sweep.py)")
         out += found
@@ -128,16 +144,21 @@ def fmt_stat(stat: tuple[float, float, int], n_runs: int) -> str:
 def fmt_value(value) -> str:
     if value is MISSING:
         return MISSING
-    text = f"{value:.6g}" if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
-    return text.replace("|", "\\|")
+    return f"{value:.6g}" if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
+
+
+def cells(table: list[dict], columns: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, one row of texts per group) of the grouped table, for Markdown and HTML alike."""
+    head = [*columns, "n", *(f"{m} (mean ± std)" for m in metrics)]
+    body = [[fmt_value(row[k]) for k in columns] + [str(row["n"])] + [fmt_stat(row[m], row["n"]) for m in metrics]
+            for row in table]
+    return head, body
 
 
 def markdown(table: list[dict], columns: list[str], metrics: list[str]) -> str:
-    head = [*columns, "n", *(f"{m} (mean ± std)" for m in metrics)]
+    head, body = cells(table, columns, metrics)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table:
-        cells = [fmt_value(row[k]) for k in columns] + [str(row["n"])] + [fmt_stat(row[m], row["n"]) for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
@@ -169,20 +190,31 @@ def bands(groups: list[Group], key: str) -> dict[str, list[tuple[float, float, f
     return out
 
 
-def report(runs: list[RunData], keys: list[str], metrics: list[str], plot: Path, csv_path: str) -> str:
-    """The grouped markdown table (and CSV, and banded curves at `plot`) of launch/compare.py --group-by."""
-    from distgen.evaluation.plots import plot_bands  # matplotlib only when drawing
-
+def grouped(runs: list[RunData], keys: list[str], metrics: list[str]) -> tuple[list[Group], list[str], list[str],
+                                                                            list[dict]]:
+    """(groups, table columns, metrics, one row per group) of compare.py --group-by."""
     groups = group_runs(runs, keys)
     columns = describing_keys(groups, keys)
     metrics = metric_names(groups, metrics)
-    table = rows(groups, columns, metrics)
+    return groups, columns, metrics, rows(groups, columns, metrics)
+
+
+def plot_group_curves(groups: list[Group], path: Path) -> Path | None:
+    """Each logged key's panel, a line per group (mean ± std band); keys zero throughout get none."""
+    from distgen.evaluation.plots import plot_bands  # matplotlib only when drawing
+
+    history = [row for g in groups for r in g.runs for row in r.history]
+    curves = [k for k in numeric_keys(history) if not zero_throughout(history, k)]
+    return plot_bands([(k, bands(groups, k)) for k in curves], path) if curves else None
+
+
+def report(runs: list[RunData], keys: list[str], metrics: list[str], plot: Path, csv_path: str) -> str:
+    """The grouped markdown table (and CSV, and banded curves at `plot`) of launch/compare.py --group-by."""
+    groups, columns, metrics, table = grouped(runs, keys, metrics)
     if csv_path:
         write_csv(table, columns, metrics, Path(csv_path))
-    curves = list(dict.fromkeys(k for r in runs for row in r.history for k, v in row.items()  # no all-zero panels
-                                if k != "step" and is_number(v) and v != 0))
     text = f"## Final metrics by {', '.join(keys)} (mean ± std over runs)\n\n" + markdown(table, columns, metrics)
-    if curves:
-        path = plot_bands([(k, bands(groups, k)) for k in curves], plot)
+    path = plot_group_curves(groups, plot)
+    if path:
         text += f"\n## Learning curves (mean ± std)\n\n![learning curves]({path})\n"
     return text

@@ -1,15 +1,17 @@
-"""Figures for reports and comparisons: matplotlib with the Agg backend (no display, no network)."""
+"""Figures for reports and comparisons: matplotlib with the Agg backend (no display, no network), PIL thumbnails."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.image as mpimg  # noqa: E402  (after choosing the backend)
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from PIL import Image  # noqa: E402
 
+from distgen.errors import DataError  # noqa: E402
 from distgen.evaluation.runs import is_number  # noqa: E402
 
 Series = dict[str, list[tuple[float, float]]]  # line label -> (step, value) points
@@ -52,21 +54,28 @@ def plot_panels(panels: list[tuple[str, Series]], path: Path, cols: int = 3) -> 
     return _panel_grid(panels, path, cols, line)
 
 
-def image_strip(images: list[tuple[str, Path]], path: Path, most: int = 6) -> Path:
-    """Up to `most` images side by side (evenly chosen, first and last included), captioned."""
-    if len(images) > most:
-        picks = sorted({round(i * (len(images) - 1) / (most - 1)) for i in range(most)})
-        images = [images[i] for i in picks]
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.4), squeeze=False)
-    for ax, (label, file) in zip(axes.flat, images):
-        ax.imshow(mpimg.imread(file), cmap="gray")
-        ax.set_title(label, fontsize=10)
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def thumbnail(src: Path, dst: Path, width: int) -> Path:
+    """`src` scaled down to at most `width` pixels wide, as <dst>.png or <dst>.jpg, whichever is smaller
+    (PNG for figures and flat grids, JPEG for photos and noise). Returns the file written."""
+    try:
+        with Image.open(src) as image:
+            image.load()
+    except (OSError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"{src}: not a readable image ({exc})") from None
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")  # JPEG takes neither alpha nor a palette
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+    encoded = {}
+    for suffix, kwargs in ((".png", {"optimize": True}), (".jpg", {"quality": 85})):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG" if suffix == ".png" else "JPEG", **kwargs)
+        encoded[suffix] = buffer.getvalue()
+    suffix = min(encoded, key=lambda k: len(encoded[k]))
+    out = dst.parent / f"{dst.name}{suffix}"  # not with_suffix: dst may hold dots (lr_d=1.5e-4)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encoded[suffix])
+    return out
 
 
 def plot_bands(panels: list[tuple[str, dict[str, list[tuple[float, float, float]]]]], path: Path,

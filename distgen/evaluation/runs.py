@@ -48,8 +48,20 @@ def require_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
+def read_config_tree(run_dir: Path) -> dict:
+    """config.yaml as saved by the run (the resolved config, nested)."""
+    path = run_dir / "config.yaml"
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(tree, dict):
+        raise DataError(f"{path}: not a mapping of config sections")
+    return tree
+
+
 def read_config(run_dir: Path) -> dict:
-    return flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    return flatten(read_config_tree(run_dir))
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -131,6 +143,16 @@ def sample_grids(run_dir: Path) -> list[tuple[int, Path]]:
         if match:
             grids.append((int(match.group(1)), path))
     return sorted(grids)
+
+
+def numeric_keys(rows: list[dict]) -> list[str]:
+    """Every key with a number in some row (not "step"), in order of first appearance."""
+    return list(dict.fromkeys(k for row in rows for k, v in row.items() if k != "step" and is_number(v)))
+
+
+def zero_throughout(rows: list[dict], key: str) -> bool:
+    """Whether every number logged under `key` is 0 (a curve not worth a panel, e.g. nonfinite_skipped)."""
+    return all(row[key] == 0 for row in rows if is_number(row.get(key)))
 
 
 def last_values(history: list[dict]) -> dict:
