@@ -113,6 +113,10 @@ class WandbConfig:
     entity: str = ""
     group: str = ""
     tags: tuple[str, ...] = ()
+    # What a comparison of this W&B group groups by and shows (launch/compare.py --wandb --group):
+    # launch/sweep.py sets them to the study's table, else to its swept keys other than run.seed
+    group_by: tuple[str, ...] = ()
+    group_metrics: tuple[str, ...] = ()
     mode: Literal["auto", "online", "offline"] = "auto"  # auto: offline (into the run dir) without an API key
 
 

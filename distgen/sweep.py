@@ -180,11 +180,24 @@ def expand(sweep: Sweep) -> list[dict]:
     return runs
 
 
+def group_overrides(sweep: Sweep) -> list[str]:
+    """What each run records for a comparison of its W&B group (launch/compare.py --wandb --group):
+    log.wandb.group_by = the study's table's group_by, else the swept keys other than run.seed (the
+    recipe axis is the config key `recipe`); log.wandb.group_metrics = the table's metrics. Nothing for
+    a sweep over seeds only."""
+    keys = sweep.table.get("group_by") or [k for k in ([RECIPE_KEY] if len(sweep.recipes) > 1 else [])
+                                          + list(sweep.axes) if k != "run.seed"]
+    metrics = sweep.table.get("metrics") or []
+    return ([f"log.wandb.group_by={json.dumps(list(keys))}"] if keys else []) + \
+        ([f"log.wandb.group_metrics={json.dumps(list(metrics))}"] if metrics else [])
+
+
 def validate(sweep: Sweep, runs: list[dict], root: Path) -> None:
     """Load every run's config (all of them, before anything starts) and fill in run dir and steps."""
+    grouping = group_overrides(sweep)
     for run in runs:
         run_dir = root / sweep.name / run["id"]
-        run["overrides"] = [*run["overrides"], f"run.dir={run_dir}", f"log.wandb.group={sweep.name}"]
+        run["overrides"] = [*run["overrides"], f"run.dir={run_dir}", f"log.wandb.group={sweep.name}", *grouping]
         try:
             cfg = load_recipe(run["recipe"], run["overrides"])
         except ConfigError as exc:

@@ -2,6 +2,7 @@
 
     python launch/compare.py RUN_DIR RUN_DIR ... [--csv FILE] [--plot FILE]
     python launch/compare.py --wandb ENTITY/PROJECT [--filter '{"config.family": "dcgan"}'] [--csv FILE]
+    python launch/compare.py --wandb ENTITY/PROJECT --group SWEEP_NAME [--group-by KEY[,KEY]] [--csv FILE]
     python launch/compare.py runs/sweeps/NAME [RUN_DIR ...] --group-by KEY[,KEY] [--metrics M,M] [--csv FILE]
 
 Markdown goes to stdout. Final metrics are the last logged value of every metrics.jsonl key and
@@ -16,7 +17,12 @@ throughout, such as nonfinite_skipped); --csv FILE writes one row per run. A swe
 metric as mean ± std over the group's runs (seeds) with n, and the keys the groups differ in;
 curves are each group's mean with a ± std band; --csv gets one row per group
 (distgen/evaluation/grouping.py). A study's sweep dir groups by its saved table without --group-by.
-The W&B path reads config, summary and history through wandb's public API (wandb.Api).
+The W&B path reads config, summary and history through wandb's public API (wandb.Api). --group NAME
+selects the runs of one W&B group (the API's own filter {"group": NAME}, added to --filter): a sweep
+logs every run into the group named after it, and its runs record what to group by
+(log.wandb.group_by: the study's table, else the swept keys other than run.seed; log.wandb.group_metrics:
+the table's metrics), so --group prints the grouped table without --group-by; runs that record
+nothing (trained by hand, or by an older distgen) need --group-by.
 """
 from __future__ import annotations
 
@@ -42,14 +48,24 @@ def differing_keys(runs: list[RunData]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.config.get(k, MISSING), sort_keys=True) for r in runs}) > 1]
 
 
-def load_wandb(path: str, filters: dict | None, api=None) -> list[RunData]:
-    """Runs of a W&B project through the public API: config, summary as final values, full history."""
+def group_filter(filters: dict | None, group: str) -> dict | None:
+    """--filter with the W&B group added (as its own condition when --filter names a group too)."""
+    if not group:
+        return filters
+    if not filters:
+        return {"group": group}
+    return {**filters, "group": group} if "group" not in filters else {"$and": [filters, {"group": group}]}
+
+
+def load_wandb(path: str, filters: dict | None, api=None, group: str = "") -> list[RunData]:
+    """Runs of a W&B project through the public API: config, summary as final values, full history.
+    `group`: only the runs of that W&B group (passed to the API as a filter, not matched here)."""
     import wandb
 
     try:
         api = api or wandb.Api()
         runs = []
-        for run in api.runs(path, filters=filters):
+        for run in api.runs(path, filters=group_filter(filters, group)):
             config = flatten({k: v for k, v in dict(run.config).items() if not k.startswith("_")})
             final = {k: v for k, v in dict(run.summary_metrics).items() if not k.startswith("_") and is_number(v)}
             history = [{"step": row["_step"], **{k: v for k, v in row.items() if not k.startswith("_")}}
@@ -57,9 +73,36 @@ def load_wandb(path: str, filters: dict | None, api=None) -> list[RunData]:
             runs.append(RunData(run.name or run.id, config, history, final))
     except (wandb.errors.Error, OSError, ValueError) as exc:
         raise ConfigError(f"--wandb {path}: {exc} (log in with `wandb login` or set WANDB_API_KEY)") from None
+    if not runs and group:
+        raise ConfigError(f"--wandb {path}: W&B group '{group}' has no runs{' that match --filter' if filters else ''}"
+                          f" (a sweep's group is its name, as in runs/sweeps/<name>; check the project and the name "
+                          f"in the W&B UI's Group column)")
     if not runs:
         raise ConfigError(f"--wandb {path}: no runs{' match --filter' if filters else ''}")
     return runs
+
+
+def recorded_table(runs: list[RunData], group: str) -> tuple[list[str], list[str]]:
+    """(group_by, metrics) that a W&B group's runs recorded (log.wandb.group_by / group_metrics, set by
+    launch/sweep.py). Recorded metrics that no run logged to W&B are left out with a note (a study's
+    `after` evaluations write to the run dirs only). A ConfigError asking for --group-by when the runs
+    record no group_by, or disagree on it."""
+    recorded = {json.dumps([r.config.get(f"log.wandb.{k}") or [] for k in ("group_by", "group_metrics")])
+                for r in runs}
+    keys, metrics = json.loads(next(iter(recorded))) if len(recorded) == 1 else ([], [])
+    if not keys:
+        swept = [k for k in differing_keys(runs) if k not in grouping.IGNORED]
+        why = "disagree on" if len(recorded) > 1 else "do not record"
+        hint = f", e.g. --group-by {','.join(swept)} (the config keys its runs differ in)" if swept else ""
+        raise ConfigError(f"W&B group '{group}': its runs {why} what to group by (log.wandb.group_by, which "
+                          f"launch/sweep.py sets); pass --group-by KEY[,KEY]{hint}")
+    logged = {k for r in runs for k in r.final}
+    missing = [m for m in metrics if m not in logged]
+    if missing:
+        print(f"note: the sweep's table lists {', '.join(missing)}, which no run of W&B group '{group}' logged "
+              f"(evaluations run after training write to the run dirs only: compare runs/sweeps/{group} for them)",
+              file=sys.stderr)
+    return keys, [m for m in metrics if m in logged]
 
 
 def fmt(value) -> str:
@@ -109,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="*", help="run dirs to compare (or use --wandb)")
     parser.add_argument("--wandb", default="", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
     parser.add_argument("--filter", default="", help="W&B run filter as JSON (MongoDB style, as wandb.Api().runs)")
+    parser.add_argument("--group", default="", metavar="NAME",
+                        help="with --wandb: the runs of this W&B group (a sweep's name), grouped as the sweep recorded")
     parser.add_argument("--csv", default="", help="also write one row per run to this CSV file")
     parser.add_argument("--plot", default="compare_curves.png", help="overlaid learning curves (PNG)")
     parser.add_argument("--group-by", default="", help="KEY[,KEY]: one row per group, mean ± std over its runs")
@@ -117,12 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if bool(args.wandb) == bool(args.run_dirs):
             raise ConfigError("give run dirs or --wandb ENTITY/PROJECT (one of the two)")
+        if args.group and not args.wandb:
+            raise ConfigError("--group selects the runs of a W&B group: add --wandb ENTITY/PROJECT "
+                              "(a local sweep: pass its dir, runs/sweeps/NAME)")
         if args.wandb:
             try:
                 filters = json.loads(args.filter) if args.filter else None
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--filter is not JSON ({exc.msg}), e.g. '{{\"config.family\": \"dcgan\"}}'")
-            runs = load_wandb(args.wandb, filters)
+            runs = load_wandb(args.wandb, filters, group=args.group)
+            if args.group and not args.group_by:
+                keys, recorded_metrics = recorded_table(runs, args.group)
+                args.group_by, args.metrics = ",".join(keys), args.metrics or ",".join(recorded_metrics)
         else:
             spec = grouping.table_spec(args.run_dirs)
             args.group_by = args.group_by or ",".join(spec.get("group_by", []))

@@ -1,6 +1,7 @@
 """Evaluate a run's checkpoint and write eval/step_<N>.json (flat keys), printing the same JSON.
 
     python launch/evaluate.py RUN_DIR [--checkpoint latest|step_<N>|PATH] [--metrics fid,isc,kid,prc,acc,test]
+    python launch/evaluate.py CYCLEGAN_MAPS_RUN --metrics pixel [--pixel-threshold 5]
         [--num-samples N] [--inception-weights PATH] [--save-samples DIR] [--save-reference DIR]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 launch/evaluate.py RUN_DIR --metrics fid ...
 
@@ -18,6 +19,11 @@ Metrics:
   judge_fid, coverage  Fréchet distance in the judge's (eval.classifier's) penultimate features to
         data.eval_split, and the judge's class histogram of the samples against uniform
         (distgen/evaluation/judge.py): sample quality of unconditional models on the digits.
+  pixel  cyclegan on the paired maps: each test photo translated by G_AB at the run's image size
+        (256 px) against its ground-truth map, on 0..255: rmse_AB (per-image RMSE, averaged) and
+        pixel_acc_AB (share of pixels with every channel within --pixel-threshold, default 5, of the
+        truth), num_pairs; every pair of data.eval_split unless --num-samples is given
+        (distgen/evaluation/pixel.py).
 Also writes eval/grid_step_<N>.png: the family's sample grid (ACGAN: rows = noise, columns = classes).
 """
 from __future__ import annotations
@@ -35,6 +41,7 @@ from distgen.errors import ConfigError, DataError
 from distgen.evaluation.fidelity import FIDELITY_METRICS, evaluate_generator
 from distgen.evaluation.inception import resolve_weights
 from distgen.evaluation.judge import JUDGE_METRICS, judge_metrics
+from distgen.evaluation.pixel import DEFAULT_THRESHOLD, PIXEL_METRICS, translation_pixels
 from distgen.evaluation.reference import default_cache_dir
 from distgen.loops.single import eval_sums, streams
 from distgen.samples import generate, save_grid
@@ -94,9 +101,16 @@ def metric_judge(names, cfg, family, args, accel) -> dict:
     return judge_metrics(names, cfg, family, args.classifier or cfg.eval.classifier, args.num_samples, args.seed)
 
 
+def metric_pixel(names, cfg, family, args, accel) -> dict:
+    if not accel.is_main_process:  # a small job: the main process does it alone
+        return {}
+    return translation_pixels(family, args.pixel_threshold, args.requested_samples or 0,
+                              batch_size=min(args.batch_size, 16))
+
+
 # "test" reads better than "acc" for a VAE run's mse/kld; for single-objective runs both name the same thing.
 METRICS = {"acc": metric_acc, "test": metric_acc, **{name: metric_images for name in FIDELITY_METRICS},
-           **{name: metric_judge for name in JUDGE_METRICS}}
+           **{name: metric_judge for name in JUDGE_METRICS}, **{name: metric_pixel for name in PIXEL_METRICS}}
 
 
 def check_empty(folder: str | None, flag: str) -> None:
@@ -121,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write reference features")
     parser.add_argument("--save-samples", default=None, help="write the scored generated images here as PNGs")
     parser.add_argument("--save-reference", default=None, help="write the scored real images here as PNGs")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per InceptionV3 batch")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per InceptionV3 batch (pixel: per G_AB batch, at most 16)")
     parser.add_argument("--kid-subset-size", type=int, default=1000, help="lowered to the image count if larger")
+    parser.add_argument("--pixel-threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="pixel: a pixel is right when every channel is within this of the truth (0..255)")
     args = parser.parse_args(argv)
     accel = Accelerator()
     main_process = accel.is_main_process
@@ -139,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         # Accelerate names the CPU of a process "cpu:<rank>", which safetensors' loader refuses.
         device = torch.device("cpu") if accel.device.type == "cpu" else accel.device
         cfg, family, step = load_run(args.run_dir, args.checkpoint, device=device)
+        args.requested_samples = args.num_samples  # pixel: every pair unless asked for fewer
         args.num_samples = args.num_samples or cfg.eval.num_samples
         out: dict = {"step": step}
         for fn in dict.fromkeys(METRICS[name] for name in names):  # each function once, in order

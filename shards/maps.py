@@ -7,7 +7,8 @@ index.json (`domain` "A" or "B") and splits train and test, so each is a normal 
 Layouts accepted in RAW_DIR:
 - CycleGAN layout: `trainA/*.jpg`, `trainB/*.jpg`, `testA/`, `testB/` (unpaired)
 - pix2pix layout: `train/1.jpg`, `val/1.jpg`, each image A (left half) and B (right half) side by
-  side; `val/` becomes the split `test`, and a pair keeps the same key in A and B
+  side; `val/` becomes the split `test`, and a pair keeps the same key in A and B (and the same `file`
+  in its .json): launch/evaluate.py --metrics pixel pairs each photo with its map by them
 """
 from __future__ import annotations
 

@@ -8,12 +8,14 @@ tiny (20 generated, 20 real): InceptionV3 runs at about 3 images/s on 2 CPU core
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 import json
 import re
 import shutil
 import socket
+import statistics
 import sys
 from pathlib import Path
 
@@ -336,3 +338,111 @@ def test_compare_reads_wandb_runs_through_the_public_api(monkeypatch, tmp_path, 
     assert final["eval/acc"] == ["0.93", "0.88"] and final["G/adv"] == ["1.92", "1.63"] and "_step" not in final
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "c.csv").read_text().splitlines()[1].startswith("quickstart-lr2e-4,0.0002,")
+
+
+# A sweep's runs as wandb.Api().runs gives them: 2 learning rates x 3 (and 2) seeds in W&B group "lr",
+# each recording (log.wandb.group_by/group_metrics, set by launch/sweep.py) what its table groups by,
+# and one run of another group in the same project. (lr_d, seed) -> (eval/fid, G/adv). eval/rmse_AB stands
+# for a metric of the study's table that its `after` evaluation wrote to the run dirs only, not to W&B.
+SWEEP_FINAL = {(1e-4, 0): (10.0, 1.0), (1e-4, 1): (12.0, 1.5), (1e-4, 2): (14.0, 2.0),
+               (3e-4, 0): (20.0, 0.5), (3e-4, 1): (21.0, 0.75)}
+
+
+def sweep_record(group: str, lr: float, seed: int, fid: float, adv: float, recorded: bool = True) -> dict:
+    wandb_cfg = {"enabled": True, "project": "distgen", "group": group, "tags": [],
+                 **({"group_by": ["optim.lr_d"], "group_metrics": ["eval/fid", "eval/rmse_AB"]} if recorded else {})}
+    return {"id": f"{group}{lr:g}{seed}", "name": f"lr_d={lr:g},seed={seed}", "group": group,
+            "config": {"family": "dcgan", "optim": {"lr_d": lr, "lr_g": 2e-4}, "train": {"steps": 40},
+                       "run": {"dir": f"runs/sweeps/{group}/lr_d={lr:g},seed={seed}", "seed": seed},
+                       "log": {"every": 20, "wandb": wandb_cfg}, "_wandb": {"python_version": "3.11.9"}},
+            "summary": {"G/adv": adv, "eval/fid": fid, "_step": 40, "_runtime": 30.0},
+            "history": [{"_step": 20, "G/adv": adv * 2, "_runtime": 15.0},
+                        {"_step": 40, "G/adv": adv, "_runtime": 29.0},
+                        {"_step": 40, "eval/fid": fid, "_runtime": 30.0}]}
+
+
+class GroupApi(RecordedApi):
+    """Answers as the W&B server would: only the runs that match `filters` ({"group": ...}, config.<key>
+    equality, "$and"), so a test sees whether the group reached the query."""
+
+    def __init__(self, records: list[dict]):
+        super().__init__()
+        self.records = records
+
+    @staticmethod
+    def matches(record: dict, filters: dict | None) -> bool:
+        for key, want in (filters or {}).items():
+            if key == "$and":
+                if not all(GroupApi.matches(record, f) for f in want):
+                    return False
+            elif key == "group":
+                if record["group"] != want:
+                    return False
+            else:
+                value = record["config"]
+                for part in key.removeprefix("config.").split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value != want:
+                    return False
+        return True
+
+    def runs(self, path, filters=None):
+        self.calls.append((path, filters))
+        return [RecordedRun(r) for r in self.records if self.matches(r, filters)]
+
+
+def wandb_sweep(recorded: bool = True) -> GroupApi:
+    records = [sweep_record("lr", lr, seed, fid, adv, recorded) for (lr, seed), (fid, adv) in SWEEP_FINAL.items()]
+    return GroupApi(records + [sweep_record("other", 1e-4, 0, 99.0, 9.0)])
+
+
+def test_compare_groups_a_wandb_group_as_its_sweep_recorded(monkeypatch, tmp_path, capsys):
+    """--wandb --group: the group goes to the API's filter; without --group-by the table groups by the
+    keys the runs recorded, mean ± std over seeds with n, only the recorded metrics; curves with bands."""
+    import wandb
+
+    api = wandb_sweep()
+    monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
+    code = launch_script("compare").main(["--wandb", "lab/distgen", "--group", "lr", "--filter",
+                                          '{"config.family": "dcgan"}', "--plot", str(tmp_path / "bands.png"),
+                                          "--csv", str(tmp_path / "groups.csv")])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert api.calls == [("lab/distgen", {"config.family": "dcgan", "group": "lr"})]
+    assert "eval/rmse_AB" in err and "runs/sweeps/lr" in err  # a recorded metric W&B lacks: said, left out
+    table = compare_table(out, "Final metrics by optim.lr_d")
+    assert table == {"0.0001": ["3", "12 ± 2"], "0.0003": ["2", "20.5 ± 0.71"]}  # the other group's run is not in
+    with open(tmp_path / "groups.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row, lr in zip(rows, (1e-4, 3e-4)):
+        fids = [fid for (l, _), (fid, _) in SWEEP_FINAL.items() if l == lr]
+        assert float(row["config.optim.lr_d"]) == lr and int(row["n"]) == int(row["eval/fid_n"]) == len(fids)
+        assert float(row["eval/fid_mean"]) == pytest.approx(statistics.fmean(fids))
+        assert float(row["eval/fid_std"]) == pytest.approx(statistics.stdev(fids))
+        assert "G/adv_mean" not in row  # the recorded table's metrics only
+    assert (tmp_path / "bands.png").read_bytes()[:4] == b"\x89PNG"
+
+    code = launch_script("compare").main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "run.seed",
+                                          "--metrics", "G/adv", "--plot", str(tmp_path / "b2.png")])
+    table = compare_table(capsys.readouterr().out, "Final metrics by run.seed")
+    assert code == 0 and table["0"] == ["2", "0.75 ± 0.35"] and table["2"] == ["1", "2"]  # --group-by wins
+    assert api.calls[-1] == ("lab/distgen", {"group": "lr"})
+
+
+def test_compare_wandb_group_errors_name_the_group_and_the_fix(monkeypatch, tmp_path, capsys):
+    import wandb
+
+    api = wandb_sweep(recorded=False)
+    monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)
+    compare = launch_script("compare")
+    assert compare.main(["--wandb", "lab/distgen", "--group", "lr-typo"]) == 2
+    err = capsys.readouterr().err
+    assert "W&B group 'lr-typo' has no runs" in err and api.calls[-1] == ("lab/distgen", {"group": "lr-typo"})
+    assert compare.main(["--wandb", "lab/distgen", "--group", "lr"]) == 2  # nothing recorded: say what to pass
+    err = capsys.readouterr().err
+    assert "W&B group 'lr'" in err and "--group-by optim.lr_d" in err and "run.seed" not in err.split("e.g.")[1]
+    assert compare.main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "optim.lr_d",
+                         "--plot", str(tmp_path / "b.png")]) == 0
+    row = compare_table(capsys.readouterr().out, "Final metrics by optim.lr_d")["0.0003"]
+    assert row[0] == "2" and {"0.625 ± 0.18", "20.5 ± 0.71"} <= set(row)  # every metric logged: G/adv, eval/fid
+    assert compare.main(["runs/x", "--group", "lr"]) == 2 and "add --wandb" in capsys.readouterr().err

@@ -151,6 +151,26 @@ def test_grid_values_parse_like_overrides():
         sw.parse_grid(["run.seed=0,1", "run.seed=2"])
 
 
+def test_sweep_runs_record_what_their_wandb_group_is_grouped_by(tmp_path):
+    """log.wandb.group_by/group_metrics in every run's config (so in W&B's): the swept keys but the seed,
+    or a study's table; nothing for seeds only. launch/compare.py --wandb --group reads them."""
+    from distgen.recipes import load
+
+    def recorded(sweep: sw.Sweep) -> set:
+        runs = sw.expand(sweep)
+        sw.validate(sweep, runs, tmp_path)
+        return {(c.log.wandb.group, c.log.wandb.group_by, c.log.wandb.group_metrics)
+                for c in (load(r["recipe"], r["overrides"]) for r in runs)}
+
+    recipe, other = str(ROOT / RECIPE), str(ROOT / "recipes/lsgan_digits_smoke.yaml")
+    axes = {"optim.lr_d": ["1e-4", "3e-4"], "run.seed": ["0", "1"]}
+    assert recorded(sw.Sweep("s", {recipe: []}, [], axes)) == {("s", ("optim.lr_d",), ())}
+    assert recorded(sw.Sweep("s", {recipe: [], other: []}, [], axes)) == {("s", ("recipe", "optim.lr_d"), ())}
+    table = {"group_by": ["optim.lr_d"], "metrics": ["G/adv"]}
+    assert recorded(sw.Sweep("t", {recipe: []}, [], axes, table)) == {("t", ("optim.lr_d",), ("G/adv",))}
+    assert recorded(sw.Sweep("u", {recipe: []}, [], {"run.seed": ["0", "1"]})) == {("u", (), ())}
+
+
 def test_long_ids_stay_short_and_distinct():
     axes = {"model.some_long_key": ["x" * 60 + "a", "x" * 60 + "b"]}
     ids = [r["id"] for r in sw.expand(sw.Sweep("s", {RECIPE: []}, [], axes))]

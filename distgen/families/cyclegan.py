@@ -5,6 +5,7 @@
     accelerate launch launch/train.py recipes/cyclegan_maps_bce.yaml      # the same with BCE
     python launch/train.py recipes/cyclegan_digits_smoke.yaml             # digits <-> digits-m, CPU
     python launch/translate_acc.py RUN_DIR --judge-a JUDGE_RUN --judge-b JUDGE_RUN   # digit accuracy
+    python launch/evaluate.py RUN_DIR --metrics pixel     # maps: photo->map RMSE, pixel accuracy (paired test split)
 
 Nets (as the reference implementation, pytorch-CycleGAN-and-pix2pix): ResNet generators (reflection
 padding, instance norm, `model.n_blocks` residual blocks: 9 at 256 px, 6 at 128 px) and 70x70 PatchGAN

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from distgen import config as config_mod
 
 STEP_FILE = re.compile(r"(?:.+_)?step_(\d+)\.(?:json|png)")
-LOWER_IS_BETTER = ("fid", "kid_mean", "mse", "kld")
+LOWER_IS_BETTER = ("fid", "kid_mean", "mse", "kld", "rmse_AB")
 
 
 def read_rows(path: Path) -> tuple[list[dict], bool]:
