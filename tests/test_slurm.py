@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, TINY_GAN, metrics, run
 
@@ -195,3 +196,35 @@ def test_term_to_the_whole_job_and_an_admin_requeue_lose_nothing_and_two_ranks_f
     assert "Traceback" not in log and "Exited with exit code" not in log
     ranks = json.loads((run_dir / "ranks.json").read_text())
     assert ranks["world_size"] == 2 and ranks["in_sync"]
+
+
+def test_a_sweep_as_a_real_job_array_runs_every_task_to_its_end(slurm, digits, tmp_path):
+    """`launch/sweep.py --slurm`: one job array on the real slurmctld, each task one run of the manifest
+    (launch/sweep_task.py by $SLURM_ARRAY_TASK_ID), every run finished with its own seed, and the sweep
+    dir compares as a sweep afterwards."""
+    root, steps = tmp_path / "sweeps", 6
+    result = run([sys.executable, "launch/sweep.py", "recipes/dcgan_digits_smoke.yaml", "run.seed=0,1", *TINY_GAN,
+                  "log.every=1", "log.sample_every=100000", f"train.steps={steps}", f"data.root={digits}",
+                  "--name", "seeds", "--root", str(root), "--slurm", "--gpus-per-node", "0", "--time", "5",
+                  "--signal-seconds", "60", "--max-concurrent", "2", "--log-dir", str(tmp_path / "logs")])
+    assert result.returncode == 0, result.stderr
+    job = re.search(r"Submitted batch job (\d+)", result.stdout).group(1)
+    manifest = json.loads((root / "seeds" / "sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["submitted", "submitted"]
+
+    def states() -> list[str]:  # "task|state|exit code" of each array task, as slurmctld reports it
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        tasks = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if "ArrayTaskId=" in line]
+        return sorted(f"{t['ArrayTaskId']}|{t['JobState']}|{t['ExitCode']}" for t in tasks)
+
+    _wait(f"array {job}'s two tasks", lambda: len(states()) == 2 and all(
+        s.split("|")[1] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states()), tmp_path)
+    assert states() == ["0|COMPLETED|0:0", "1|COMPLETED|0:0"], _log(tmp_path)[-4000:]
+    seeds = []
+    for task in manifest["runs"]:
+        run_dir = Path(task["dir"])
+        assert [r["step"] for r in metrics(run_dir)] == list(range(1, steps + 1)) and _latest(run_dir) == steps
+        seeds.append(yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["seed"])
+    assert sorted(seeds) == [0, 1]  # two runs, each with its own seed, not one run twice
+    compared = run([sys.executable, "launch/compare.py", str(root / "seeds")])
+    assert compared.returncode == 0 and "run.seed" in compared.stdout, compared.stdout + compared.stderr
