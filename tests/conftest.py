@@ -10,13 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# One intra-op thread in every process the tests start (this one, and through os.environ every training,
-# evaluation and SLURM job): the nets here are tiny, and two processes x two OpenMP threads on a 2-core
-# machine, or any other load beside the suite, turn OpenMP's spin-waiting into a 5-30x slower step
-# (measured: 20 tiny DCGAN steps 37 s with 2 threads beside one busy process, 6 s with 1). The code under
-# test is the same; a test that needs several threads sets OMP_NUM_THREADS itself.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
