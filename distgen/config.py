@@ -94,6 +94,11 @@ class TrainConfig:
     #                    double backward, e.g. a gradient-penalty critic, stay eager)
     tf32: bool = True  # TensorFloat-32 matmuls/convolutions on Ampere+ GPUs
     fused_optim: bool = True  # fused Adam/SGD kernels (CPU, CUDA): faster; they skip non-finite steps on the device
+    # CPU threads of this process's kernels (0 = as launched: OMP_NUM_THREADS, accelerate's
+    # --num_cpu_threads_per_process). A CPU convolution splits its sums by thread, so the trained
+    # weights depend on the thread count; a recipe that must give the same weights from the same
+    # command on any CPU machine of a kind (the digit judge) pins it
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,8 @@ def check(cfg: Config, family) -> None:
                        ("run.checkpoint_every", cfg.run.checkpoint_every)):
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
+    if cfg.train.threads < 0:
+        raise ConfigError(f"'train.threads' must be >= 0 (0 = as launched), got {cfg.train.threads}")
     if not 0.0 <= cfg.optim.decay_start <= 1.0:
         raise ConfigError(f"'optim.decay_start' must be in [0, 1], got {cfg.optim.decay_start}")
     if cfg.train.grad_accum < 1:

@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm import tqdm
@@ -46,6 +47,8 @@ class TrainState:
 
 
 def make_accelerator(cfg, style: str = "single") -> Accelerator:
+    if cfg.train.threads > 0:  # before any kernel runs: the weights depend on it (config.py, train.threads)
+        torch.set_num_threads(cfg.train.threads)
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
     # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
