@@ -53,6 +53,13 @@ class Classifier(Family):
                                   f"attr_names in index.json; use model.target=class or data with attributes")
             outputs = len(info.attr_names)
         self.nets = {"net": cnn(info.channels, outputs, m.width, m.dropout)}
+        if cfg.optim.decay_start < 1.0:  # the single-objective loop drives a LambdaLR with it
+            self.lr_factor = self._linear_decay
+
+    def _linear_decay(self, p: float) -> float:
+        """optim.decay_start: the lr stays until that fraction of train.steps, then falls linearly to 0."""
+        start = self.cfg.optim.decay_start
+        return 1.0 if p < start else max(0.0, 1.0 - (p - start) / (1.0 - start))
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
         s = self.model_cfg.shift
