@@ -7,7 +7,9 @@
 `model.condition: attrs` on binary attributes chosen by `data.attrs` (0/1 inputs, BCE head).
 D's auxiliary loss trains on real images only by default (`model.aux_on_fake: false`): on the
 short CPU runs measured for docs/design.md this gave ~95% generated-digit accuracy against ~50-58%
-when it also trained on fakes (D then learns to classify G's early garbage).
+when it also trained on fakes (D then learns to classify G's early garbage). The quickstart samples
+from the generator EMA (train.ema_kimg 40, ramp-up 0.3): 98.1% ± 0.2% over 3 seeds under the digit
+judge, against 96.5% from the trained G itself (docs/results.md).
 """
 from __future__ import annotations
 
