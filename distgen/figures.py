@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 
 def tsne(features: torch.Tensor, seed: int = 0) -> np.ndarray:
@@ -30,6 +28,10 @@ def tsne(features: torch.Tensor, seed: int = 0) -> np.ndarray:
 
 def scatter(xy: np.ndarray, groups, names: list[str], path: str | Path, title: str) -> Path:
     """One colour per group (groups: N ints indexing `names`), with a legend; written as a PNG."""
+    # imported here: matplotlib costs every training process ~0.4 s at startup, and only evaluation draws
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
     groups = np.asarray(groups)
     fig = Figure(figsize=(6, 6), dpi=100)
     ax = fig.add_subplot()

@@ -64,9 +64,62 @@ def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subproc
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python launch/train.py ARGV` run in this pytest process: the same main() and loops, without the ~5 s a
+    new process pays for importing torch (and torch._dynamo, which the first optimizer builds) before the few
+    steps a test trains. Only for runs that need no launcher, signal, environment or crash of their own; what
+    a run leaves in the process is put back (Accelerate's singletons, reset as Accelerate's own test cases do
+    between tests; the thread count train.threads sets; the environment, argv and cwd; stdout and stderr,
+    captured into the returned CompletedProcess)."""
+    import contextlib
+    import importlib.util
+    import io
+    import traceback
+
+    import torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    spec = importlib.util.spec_from_file_location("distgen_launch_train", ROOT / "launch" / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)  # not as __main__: installs no signal handlers into pytest
+    saved_env, saved_argv, saved_cwd, threads = dict(os.environ), sys.argv, os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update({"CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"})
+    sys.argv = ["launch/train.py", *argv]
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = entry.main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - reported like a crashed process: exit 1 and the traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        torch.set_num_threads(threads)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([sys.executable, "launch/train.py", *argv], code, out.getvalue(),
+                                       err.getvalue())
+
+
 def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | None = None,
           env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = {"python": [sys.executable],
+    """Train a recipe through launch/train.py and assert it succeeded. launcher="python" with no `env` runs in
+    this process (train_in_process); "subprocess" is the same command as a new process; "accelerate" and
+    "accelerate2" (two CPU processes) go through `accelerate launch`."""
+    if launcher == "python" and env is None:
+        argv = [f"recipes/{recipe}.yaml", *overrides, *(["--resume", resume] if resume else [])]
+        result = train_in_process(argv)
+        assert result.returncode == 0, f"launch/train.py {' '.join(argv)} failed:\n{result.stdout[-3000:]}\n" \
+                                       f"{result.stderr[-5000:]}"
+        return result
+    cmd = {"python": [sys.executable], "subprocess": [sys.executable],
            "accelerate": [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
            "accelerate2": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
