@@ -69,11 +69,12 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
     new process pays for importing torch (and torch._dynamo, which the first optimizer builds) before the few
     steps a test trains. Only for runs that need no launcher, signal, environment or crash of their own; what
     a run leaves in the process is put back (Accelerate's singletons, reset as Accelerate's own test cases do
-    between tests; the thread count train.threads sets; the environment, argv and cwd; stdout and stderr,
-    captured into the returned CompletedProcess)."""
+    between tests; the thread count train.threads sets; the signal handlers; the environment, argv and cwd;
+    stdout and stderr, captured into the returned CompletedProcess)."""
     import contextlib
     import importlib.util
     import io
+    import signal
     import traceback
 
     import torch
@@ -83,6 +84,9 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)  # not as __main__: installs no signal handlers into pytest
     saved_env, saved_argv, saved_cwd, threads = dict(os.environ), sys.argv, os.getcwd(), torch.get_num_threads()
+    # the loop records SIGUSR1/SIGTERM/SIGINT instead of dying of them (distgen/loops/signals.py); left in
+    # pytest, a forked child (a multiprocessing Pool worker of a later test) would survive its terminate()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     out, err = io.StringIO(), io.StringIO()
     os.environ.update({"CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"})
     sys.argv = ["launch/train.py", *argv]
@@ -100,6 +104,8 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         torch.set_num_threads(threads)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()
