@@ -64,13 +64,15 @@ def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subproc
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
-    """`python launch/train.py ARGV` run in this pytest process: the same main() and loops, without the ~5 s a
-    new process pays for importing torch (and torch._dynamo, which the first optimizer builds) before the few
-    steps a test trains. Only for runs that need no launcher, signal, environment or crash of their own; what
-    a run leaves in the process is put back (Accelerate's singletons, reset as Accelerate's own test cases do
-    between tests; the thread count train.threads sets; the signal handlers; the environment, argv and cwd;
-    stdout and stderr, captured into the returned CompletedProcess)."""
+def main_in_process(script: str, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGV` (a launch/ script with a main(argv)) run in this pytest process: the same main(),
+    loops and evaluation, without the ~5 s a new process pays for importing torch (and torch._dynamo, which
+    the first optimizer builds) before the few steps a test trains. Only for commands that need no launcher,
+    signal, crash or start-up environment of their own (`env` is set around the call: for variables read at
+    run time, e.g. DISTGEN_INCEPTION_WEIGHTS, not OMP_NUM_THREADS). What a run leaves in the process is put
+    back: Accelerate's singletons (reset as Accelerate's own test cases do between tests), the thread count
+    (train.threads), the signal handlers, the environment, argv and cwd; stdout and stderr are captured into
+    the returned CompletedProcess."""
     import contextlib
     import importlib.util
     import io
@@ -80,7 +82,7 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
     import torch
     from accelerate.state import AcceleratorState, GradientState
 
-    spec = importlib.util.spec_from_file_location("distgen_launch_train", ROOT / "launch" / "train.py")
+    spec = importlib.util.spec_from_file_location(f"in_process_{Path(script).stem}", ROOT / script)
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)  # not as __main__: installs no signal handlers into pytest
     saved_env, saved_argv, saved_cwd, threads = dict(os.environ), sys.argv, os.getcwd(), torch.get_num_threads()
@@ -88,8 +90,12 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
     # pytest, a forked child (a multiprocessing Pool worker of a later test) would survive its terminate()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     out, err = io.StringIO(), io.StringIO()
-    os.environ.update({"CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"})
-    sys.argv = ["launch/train.py", *argv]
+    for key, value in {"CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled", **(env or {})}.items():
+        if value is None:  # None unsets, as in run()
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    sys.argv = [script, *argv]
     os.chdir(ROOT)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -110,18 +116,22 @@ def train_in_process(argv: list[str]) -> subprocess.CompletedProcess:
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
-    return subprocess.CompletedProcess([sys.executable, "launch/train.py", *argv], code, out.getvalue(),
-                                       err.getvalue())
+    return subprocess.CompletedProcess([sys.executable, script, *argv], code or 0, out.getvalue(), err.getvalue())
+
+
+def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python launch/NAME.py ARGS` (evaluate, compare, report, dann_table, ...), in this process (main_in_process)."""
+    return main_in_process(f"launch/{name}.py", list(args), env)
 
 
 def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | None = None,
           env: dict | None = None) -> subprocess.CompletedProcess:
     """Train a recipe through launch/train.py and assert it succeeded. launcher="python" with no `env` runs in
-    this process (train_in_process); "subprocess" is the same command as a new process; "accelerate" and
+    this process (main_in_process); "subprocess" is the same command as a new process; "accelerate" and
     "accelerate2" (two CPU processes) go through `accelerate launch`."""
     if launcher == "python" and env is None:
         argv = [f"recipes/{recipe}.yaml", *overrides, *(["--resume", resume] if resume else [])]
-        result = train_in_process(argv)
+        result = main_in_process("launch/train.py", argv)
         assert result.returncode == 0, f"launch/train.py {' '.join(argv)} failed:\n{result.stdout[-3000:]}\n" \
                                        f"{result.stderr[-5000:]}"
         return result
@@ -143,3 +153,4 @@ def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | 
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, ROOT, TINY_GAN, free_port, metrics, run, train
+from conftest import BIN, ROOT, TINY_GAN, free_port, metrics, run, train, script
 from distgen.checkpoint import load_run
 
 CPU2 = "--multi_gpu --mixed_precision no --dynamo_backend no"
@@ -185,7 +185,7 @@ def test_deepspeed_zero2_trains_a_family_of_several_nets_as_one_engine(digits, t
     assert last < first  # the engine stepped both nets' parameters
     ckpt = run_dir / "checkpoints" / "latest"
     assert (ckpt / "pytorch_model").is_dir()
-    evaluated = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "test"])
+    evaluated = script("evaluate", str(run_dir), "--metrics", "test")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["mse"] == pytest.approx(last, rel=1e-4)
     cfg, family, step = load_run(run_dir)  # strict load of encoder.safetensors and decoder.safetensors

@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from conftest import BIN, TINY_GAN, run, train
+from conftest import BIN, TINY_GAN, run, train, script
 from distgen import config, recipes
 from distgen.data import eval_batches, load_info, split_urls
 from distgen.errors import ConfigError
@@ -143,12 +142,12 @@ def free_port() -> int:
 
 
 def evaluate(run_dir: Path, *args: str, processes: int = 1, env: dict | None = None):
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    "--main_process_port", str(free_port())]
-        env = {"ACCELERATE_USE_CPU": "1", **(env or {})}
+    if processes == 1:  # in this process; its env variables are read at run time
+        return script("evaluate", str(run_dir), *args, env=env)
+    launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port())]
+    env = {"ACCELERATE_USE_CPU": "1", **(env or {})}
     return run(launcher + ["launch/evaluate.py", str(run_dir), *args], env)
 
 
@@ -234,7 +233,7 @@ def md_images(md: str) -> list[str]:
 
 
 def test_report_of_a_smoke_run_has_every_figure(gan_run, two_processes):
-    result = run([sys.executable, "launch/report.py", str(gan_run)])
+    result = script("report", str(gan_run))
     assert result.returncode == 0, result.stderr
     report = gan_run / "report"
     md, page = (report / "index.md").read_text(), (report / "index.html").read_text()

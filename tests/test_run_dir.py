@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, TINY_GAN, metrics, run, train
+from conftest import BIN, ROOT, TINY_GAN, metrics, run, train, script
 
 SMOKE = "recipes/dcgan_digits_smoke.yaml"
 
@@ -387,7 +387,7 @@ def test_compare_and_report_show_precision_and_read_past_a_cut_last_line(tmp_pat
     rows = "".join(json.dumps({"step": s, "D/real": 0.5, "img/s": 10.0}) + "\n" for s in (5, 10))
     fp32 = _run_dir_with(tmp_path / "fp32", "no", rows + '{"step": 15, "D/re')  # cut by a kill
     bf16 = _run_dir_with(tmp_path / "bf16", "bf16", rows)
-    out = run([sys.executable, "launch/compare.py", str(fp32), str(bf16), "--plot", str(tmp_path / "c.png")])
+    out = script("compare", str(fp32), str(bf16), "--plot", str(tmp_path / "c.png"))
     assert out.returncode == 0, out.stderr
     assert "identical" not in out.stdout and "mixed_precision" in out.stdout and "bf16" in out.stdout
     md, _ = report.build(fp32)

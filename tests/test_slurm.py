@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_GAN, metrics, run
+from conftest import ROOT, TINY_GAN, metrics, run, script
 
 # What SLURM itself writes into the job log when it requeues a job (its own announcement, not ours)
 REQUEUE_NOTICE = re.compile(r"slurmstepd.*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE \*\*\*")
@@ -226,5 +226,5 @@ def test_a_sweep_as_a_real_job_array_runs_every_task_to_its_end(slurm, digits, t
         assert [r["step"] for r in metrics(run_dir)] == list(range(1, steps + 1)) and _latest(run_dir) == steps
         seeds.append(yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["seed"])
     assert sorted(seeds) == [0, 1]  # two runs, each with its own seed, not one run twice
-    compared = run([sys.executable, "launch/compare.py", str(root / "seeds"), "--plot", str(tmp_path / "curves.png")])
+    compared = script("compare", str(root / "seeds"), "--plot", str(tmp_path / "curves.png"))
     assert compared.returncode == 0 and "run.seed" in compared.stdout, compared.stdout + compared.stderr

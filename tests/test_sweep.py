@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_GAN, run
+from conftest import ROOT, TINY_GAN, run, script
 
 from distgen import sweep as sw
 from distgen.errors import ConfigError
@@ -60,8 +60,8 @@ def test_local_sweep_runs_every_combination_with_a_manifest(grid):
 
 def test_grouped_table_is_mean_and_std_over_seeds(grid, tmp_path):
     out = tmp_path / "table.csv"
-    result = run([sys.executable, "launch/compare.py", str(grid), "--group-by", "optim.lr_d",
-                  "--metrics", "D/real,G/adv", "--csv", str(out), "--plot", str(tmp_path / "curves.png")])
+    result = script("compare", str(grid), "--group-by", "optim.lr_d",
+                  "--metrics", "D/real,G/adv", "--csv", str(out), "--plot", str(tmp_path / "curves.png"))
     assert result.returncode == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith("| 0.000")]
     assert len(table) == 2 and all(line.count("±") == 2 for line in table), result.stdout

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch_fidelity
 
-from conftest import TINY_CLS, TINY_GAN, run, train
+from conftest import TINY_CLS, TINY_GAN, script, train
 
 from distgen.config import DataConfig
 from distgen.evaluation import judge as J
@@ -74,13 +73,13 @@ def test_evaluate_judge_metrics_on_a_generator(digits, judge_dir, tmp_path):
     run_dir = tmp_path / "dcgan"
     train("dcgan_digits_smoke", *TINY_GAN, "train.steps=4", "run.checkpoint_every=4", f"data.root={digits}",
           f"run.dir={run_dir}")
-    result = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "judge_fid,coverage",
-                  "--classifier", str(judge_dir), "--num-samples", "100"])
+    result = script("evaluate", str(run_dir), "--metrics", "judge_fid,coverage",
+                  "--classifier", str(judge_dir), "--num-samples", "100")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((run_dir / "eval" / "step_4.json").read_text())
     assert out["judge_fid"] > 0 and out["judge_num_samples"] == 100 and out["judge_num_reference"] == 359
     assert 1 <= out["coverage_classes"] <= 10 and 0 <= out["coverage_tv"] <= 0.9 + 1e-9
     assert sum(out[f"coverage_class_{i}"] for i in range(10)) == pytest.approx(1, abs=1e-3)
-    missing = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "judge_fid"])
+    missing = script("evaluate", str(run_dir), "--metrics", "judge_fid")
     assert missing.returncode == 2 and "--classifier RUN_DIR" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_CLS, TINY_GAN, metrics, run, train
+from conftest import TINY_CLS, TINY_GAN, metrics, run, train, script
 
 
 def _weights(ckpt):
@@ -48,7 +48,7 @@ def test_twenty_step_run_leaves_the_run_dir_contract(digits, judge, tmp_path):
     assert (ckpts / "latest").resolve() == (ckpts / "step_20").resolve()
     assert (run_dir / "eval").is_dir() and (run_dir / "report").is_dir()
 
-    evaluated = run([sys.executable, "launch/evaluate.py", str(run_dir), "--metrics", "acc", "--num-samples", "50"])
+    evaluated = script("evaluate", str(run_dir), "--metrics", "acc", "--num-samples", "50")
     assert evaluated.returncode == 0, evaluated.stderr
     printed = json.loads(evaluated.stdout.strip().splitlines()[-1])
     written = json.loads((run_dir / "eval" / "step_20.json").read_text())

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import ROOT, metrics, run, train
+from conftest import ROOT, metrics, run, train, script
 from distgen import config, recipes
 from distgen.checkpoint import load_run
 from distgen.data import DataInfo
@@ -251,12 +251,12 @@ def test_dann_table_rows_modes_columns_scenarios(tmp_path):
     assert table[2] == "| source-only | 40.0 | – |"
     assert table[3] == "| DANN | 60.0 (+20.0) (mean of 2) | 78.5 |"
     assert table[4] == "| target-only | 95.0 | – |"
-    printed = run([sys.executable, "launch/dann_table.py", *map(str, dirs)])
+    printed = script("dann_table", *map(str, dirs))
     assert printed.returncode == 0 and printed.stdout.strip().splitlines() == table
     not_dann = tmp_path / "vae"
     not_dann.mkdir()
     (not_dann / "config.yaml").write_text(yaml.safe_dump({"family": "vae"}))
-    refused = run([sys.executable, "launch/dann_table.py", str(not_dann)])
+    refused = script("dann_table", str(not_dann))
     assert refused.returncode == 2 and "dann runs" in refused.stderr and "Traceback" not in refused.stderr
 
 
