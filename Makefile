@@ -24,7 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Digits shards -> a digit judge (once) -> ACGAN quickstart on the CPU -> accuracy of 1,000 generated digits,
 # sampled from the run's EMA generator (launch/evaluate.py samples from it when the run has one).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run
+from conftest import ROOT, script
 from distgen import config, recipes
 from distgen.errors import ConfigError
 from distgen.families import FAMILIES
@@ -37,8 +37,7 @@ def test_every_recipe_dry_runs(recipe, capsys):
 
 
 def test_dry_run_through_the_script_prints_overrides():
-    result = run([sys.executable, "launch/train.py", "recipes/quickstart.yaml", "optim.lr_d=1e-4",
-                  "train.steps=500", "--dry-run"])
+    result = script("train", "recipes/quickstart.yaml", "optim.lr_d=1e-4", "train.steps=500", "--dry-run")
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["optim"]["lr_d"] == pytest.approx(1e-4)
@@ -46,7 +45,7 @@ def test_dry_run_through_the_script_prints_overrides():
 
 
 def test_unknown_key_names_the_key_and_the_valid_choices():
-    result = run([sys.executable, "launch/train.py", "recipes/quickstart.yaml", "optim.lr_x=1", "--dry-run"])
+    result = script("train", "recipes/quickstart.yaml", "optim.lr_x=1", "--dry-run")
     assert result.returncode != 0
     assert "optim.lr_x" in result.stderr and "lr_d" in result.stderr
     assert "Traceback" not in result.stderr
@@ -54,7 +53,7 @@ def test_unknown_key_names_the_key_and_the_valid_choices():
 
 
 def test_wrong_type_names_the_key_and_the_value():
-    result = run([sys.executable, "launch/train.py", "recipes/quickstart.yaml", "optim.lr_d=fast", "--dry-run"])
+    result = script("train", "recipes/quickstart.yaml", "optim.lr_d=fast", "--dry-run")
     assert result.returncode != 0
     assert "optim.lr_d" in result.stderr and "fast" in result.stderr
     assert "Traceback" not in result.stderr

@@ -110,7 +110,7 @@ def test_existing_run_dir_is_not_overwritten_without_resume(digits, tmp_path):
     run_dir = tmp_path / "once"
     common = [*TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=2", "run.checkpoint_every=2"]
     train("dcgan_digits_smoke", *common)
-    again = run([sys.executable, "launch/train.py", "recipes/dcgan_digits_smoke.yaml", *common])
+    again = script("train", "recipes/dcgan_digits_smoke.yaml", *common)
     assert again.returncode != 0 and "--resume auto" in again.stderr and "Traceback" not in again.stderr
 
 

@@ -46,7 +46,23 @@ class TrainState:
         self.step, self.batches = int(state["step"]), int(state["batches"])
 
 
+def _no_deepspeed_shm_op_for_one_cpu_process() -> None:
+    """DeepSpeed on a CPU JIT-compiles its shared-memory allreduce op (deepspeed_shm_comm: 30-70 s of ninja on
+    2 cores, again for every new checkout path) as its process group starts, even for one process, which has
+    nobody to reduce with. For one CPU process under DeepSpeed, mark the op unavailable in DeepSpeed's own
+    table of compatible ops (as its probe does on a machine that cannot build it): build_shm_op() then returns
+    None and collectives go through torch.distributed. Runs with peers keep the op."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" or torch.cuda.is_available():
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def make_accelerator(cfg, style: str = "single") -> Accelerator:
+    _no_deepspeed_shm_op_for_one_cpu_process()  # before Accelerator(): it starts DeepSpeed's process group
     if cfg.train.threads > 0:  # before any kernel runs: the weights depend on it (config.py, train.threads)
         torch.set_num_threads(cfg.train.threads)
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
