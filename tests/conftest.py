@@ -127,15 +127,15 @@ def script(name: str, *args: str, env: dict | None = None) -> subprocess.Complet
 def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | None = None,
           env: dict | None = None) -> subprocess.CompletedProcess:
     """Train a recipe through launch/train.py and assert it succeeded. launcher="python" with no `env` runs in
-    this process (main_in_process); "subprocess" is the same command as a new process; "accelerate" and
-    "accelerate2" (two CPU processes) go through `accelerate launch`."""
+    this process (main_in_process), with an `env` as a new process; "accelerate" and "accelerate2" (two CPU
+    processes) go through `accelerate launch`."""
     if launcher == "python" and env is None:
         argv = [f"recipes/{recipe}.yaml", *overrides, *(["--resume", resume] if resume else [])]
         result = main_in_process("launch/train.py", argv)
         assert result.returncode == 0, f"launch/train.py {' '.join(argv)} failed:\n{result.stdout[-3000:]}\n" \
                                        f"{result.stderr[-5000:]}"
         return result
-    cmd = {"python": [sys.executable], "subprocess": [sys.executable],
+    cmd = {"python": [sys.executable],
            "accelerate": [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
            "accelerate2": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
@@ -153,4 +153,3 @@ def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | 
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
