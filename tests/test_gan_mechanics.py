@@ -114,6 +114,32 @@ def test_speed_switches_train(digits, tmp_path, recipe):
     assert step == 4
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_d_sees_one_layout_of_one_channel_images(channels_last):
+    """One-channel images come in two strides (cuDNN's transposed convolution returns stride 1 on the
+    channel, the data stream H*W); with train.compile, D's inputs are given one layout, so D compiles
+    once instead of recompiling with dynamic shapes (which made inductor fail on CUDA)."""
+    from torch._dynamo.testing import CompileCounter
+
+    cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8},
+                             "train": {"compile": "aot_eager", "channels_last": channels_last}})
+    fam = FAMILIES["dcgan"](cfg, DIGITS)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    D = fam.nets["D"].to(memory_format=fmt)
+    real = torch.rand(4, 1, 32, 32).contiguous(memory_format=fmt)
+    fake = torch.rand(4, 32, 32, 1).permute(0, 3, 1, 2)  # what a CUDA ConvTranspose2d returns for C=1
+    assert fake.stride() != real.stride() and fake.is_contiguous()  # .contiguous() would not help
+    seen = [fam.augment(x) for x in (real, fake)]
+    assert torch.equal(seen[0], real) and torch.equal(seen[1], fake)
+    assert seen[0].stride() == seen[1].stride() == torch.empty(4, 1, 32, 32, memory_format=fmt).stride()
+    assert fam.augment(seen[0]) is seen[0]  # no copy when the layout is already the one
+    counter = CompileCounter()
+    compiled = torch.compile(D, backend=counter)
+    for x in seen:
+        compiled(x)
+    assert counter.frame_count == 1
+
+
 def test_wandb_without_a_key_logs_offline_into_the_run_dir(digits, tmp_path):
     run_dir = tmp_path / "wb"
     overrides = [*TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4", "log.every=2",

@@ -156,6 +156,9 @@ class GANFamily(Family):
     def __init__(self, cfg, info, device="cpu"):
         super().__init__(cfg, info, device)
         self._augment = diffaug.parse(cfg.model.diffaugment)
+        # a compiled D is traced for the strides of its input: give it one layout (same_layout)
+        self._layout = ((torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+                        if cfg.train.compile else None)
 
     def lr(self, net: str) -> float:
         return self.cfg.optim.lr_g if net == self.GENERATOR else self.cfg.optim.lr_d
@@ -167,10 +170,11 @@ class GANFamily(Family):
         return build_optimizer(params, o, self.lr(net), name=name, betas=tuple(betas), fused=self.cfg.train.fused_optim)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: DiffAugment of real and fake images alike (identity when off)."""
+        """What D sees: DiffAugment of real and fake images alike (identity when off), in one memory
+        layout when D is compiled (same_layout)."""
         for fn in self._augment:
             x = fn(x)
-        return x
+        return x if self._layout is None else same_layout(x, self._layout)
 
     def targets(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         """D's BCE targets with soft labels and random flips; G's targets use real_label only."""
@@ -195,6 +199,21 @@ class GANFamily(Family):
 
     def generate(self, G: nn.Module, inputs: dict) -> torch.Tensor:
         return G(inputs["z"])
+
+
+def same_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """x with exactly the strides a new tensor of its shape gets in `memory_format` (a copy only when
+    they differ). `x.contiguous(memory_format=...)` is not enough: it ignores the stride of a size-1
+    dimension, and one-channel images come in two strides (a cuDNN transposed convolution returns
+    stride 1 on the channel, the data stream H*W). torch.compile guards on that stride, so a D fed
+    real and fake digits recompiles with dynamic shapes, and PyTorch 2.11's inductor then predicted
+    the wrong layout for convolution_backward on CUDA (AssertionError in assert_size_stride: every
+    one-channel GAN with train.compile=inductor failed on an H200; docs/benchmarks.md)."""
+    if x.dim() != 4:
+        return x
+    n, c, h, w = x.shape
+    want = (c * h * w, 1, w * c, c) if memory_format == torch.channels_last else (c * h * w, h * w, w, 1)
+    return x if x.stride() == want else x.clone(memory_format=memory_format)
 
 
 def bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
