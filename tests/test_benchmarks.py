@@ -17,13 +17,16 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu():
+def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu(tmp_path):
     # 2 families x channels-last 0/1 at one batch (each configuration and each FLOP count is its own
     # process, ~5 s of imports on 2 cores), plus one FLOP count at twice the batch for the linearity check
+    digits = tmp_path / "digits"  # built here, not in the checkout's data/digits
+    env = {"DISTGEN_DIGITS": str(digits)}
     result = run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--families", "dcgan", "wgan_gp",
                   "--batches", "4", "--precisions", "fp32", "--channels-last", "0", "1", "--compile", "0",
-                  "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"])
+                  "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (digits / "index.json").is_file()
     out = _last_json(result.stdout)
     assert out["benchmark"] == "gpu" and out["configurations"] == out["measured"] == 4
     rows = {(r["family"], r["batch"], r["channels_last"]): r for r in out["results"]}
@@ -32,7 +35,7 @@ def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu():
         assert r["ratio"] > 0 and (r["ratio"] == 1.0) == (not r["channels_last"])  # plain = fp32, NCHW, eager
     # FLOPs are counted per training step, without set-up or the final grid: linear in the batch size
     twice = run([sys.executable, "benchmarks/gpu.py", "--worker", "--flops", "1", "--family", "dcgan", "--batch", "8",
-                 "--device", "cpu", "--width", "8", "--flop-steps", "1"])
+                 "--device", "cpu", "--width", "8", "--flop-steps", "1"], env=env)
     assert twice.returncode == 0, twice.stderr[-3000:]
     assert _last_json(twice.stdout)["flops"] == pytest.approx(2 * rows["dcgan", 4, False]["flops_per_step"], rel=0.02)
     # a WGAN-GP generator step holds 5 critic steps (5 real batches), each with a double backward
