@@ -60,7 +60,10 @@ def data_overrides(family: str, data: Path) -> list[str]:
 class Checker:
     def __init__(self, args, work: Path):
         self.args, self.work, self.cpu = args, work, args.device == "cpu"
-        self.env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT),
+        # ROOT first, and the caller's PYTHONPATH kept: packages carried there (a cluster module, a
+        # --target install) must still import in the checks' processes
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path,
                     "DISTGEN_CACHE_DIR": str(work / "cache")}
         if self.cpu:
             self.env["ACCELERATE_USE_CPU"] = "1"

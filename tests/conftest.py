@@ -64,6 +64,17 @@ def run(args: list[str], env: dict | None = None, timeout: int = 300) -> subproc
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def launch_module(script: str):
+    """A launch script (e.g. "launch/compare.py") loaded as a module, not as __main__ (so it installs no
+    signal handlers), to call its main() or helpers in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"in_process_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main_in_process(script: str, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     """`python SCRIPT ARGV` (a launch/ script with a main(argv)) run in this pytest process: the same main(),
     loops and evaluation, without the ~5 s a new process pays for importing torch (and torch._dynamo, which
@@ -74,7 +85,6 @@ def main_in_process(script: str, argv: list[str], env: dict | None = None) -> su
     (train.threads), the signal handlers, the environment, argv and cwd; stdout and stderr are captured into
     the returned CompletedProcess."""
     import contextlib
-    import importlib.util
     import io
     import signal
     import traceback
@@ -82,9 +92,7 @@ def main_in_process(script: str, argv: list[str], env: dict | None = None) -> su
     import torch
     from accelerate.state import AcceleratorState, GradientState
 
-    spec = importlib.util.spec_from_file_location(f"in_process_{Path(script).stem}", ROOT / script)
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)  # not as __main__: installs no signal handlers into pytest
+    entry = launch_module(script)
     saved_env, saved_argv, saved_cwd, threads = dict(os.environ), sys.argv, os.getcwd(), torch.get_num_threads()
     # the loop records SIGUSR1/SIGTERM/SIGINT instead of dying of them (distgen/loops/signals.py); left in
     # pytest, a forked child (a multiprocessing Pool worker of a later test) would survive its terminate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -26,7 +25,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from conftest import BIN, TINY_GAN, run, train, script
+from conftest import BIN, TINY_GAN, launch_module, run, script, train
 from distgen import config, recipes
 from distgen.data import eval_batches, load_info, split_urls
 from distgen.errors import ConfigError
@@ -261,17 +260,9 @@ def compare_table(stdout: str, title: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
-def launch_script(name: str):
-    """launch/<name>.py as a module, to call its main() in this process."""
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", Path(__file__).parents[1] / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_compare_lists_exactly_the_config_keys_that_differ(gan_run, tmp_path, capsys):
     other = gan_run.parent / "other"
-    code = launch_script("compare").main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
+    code = launch_module("launch/compare.py").main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
                                          "--plot", str(tmp_path / "curves.png")])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -328,7 +319,7 @@ def test_compare_reads_wandb_runs_through_the_public_api(monkeypatch, tmp_path, 
 
     api = RecordedApi()
     monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
-    code = launch_script("compare").main(["--wandb", "lab/distgen", "--filter", '{"config.family": "acgan"}',
+    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--filter", '{"config.family": "acgan"}',
                          "--plot", str(tmp_path / "curves.png"), "--csv", str(tmp_path / "c.csv")])
     out = capsys.readouterr().out
     assert code == 0 and api.calls == [("lab/distgen", {"config.family": "acgan"})]
@@ -402,7 +393,7 @@ def test_compare_groups_a_wandb_group_as_its_sweep_recorded(monkeypatch, tmp_pat
 
     api = wandb_sweep()
     monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
-    code = launch_script("compare").main(["--wandb", "lab/distgen", "--group", "lr", "--filter",
+    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--group", "lr", "--filter",
                                           '{"config.family": "dcgan"}', "--plot", str(tmp_path / "bands.png"),
                                           "--csv", str(tmp_path / "groups.csv")])
     out, err = capsys.readouterr()
@@ -421,7 +412,7 @@ def test_compare_groups_a_wandb_group_as_its_sweep_recorded(monkeypatch, tmp_pat
         assert "G/adv_mean" not in row  # the recorded table's metrics only
     assert (tmp_path / "bands.png").read_bytes()[:4] == b"\x89PNG"
 
-    code = launch_script("compare").main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "run.seed",
+    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "run.seed",
                                           "--metrics", "G/adv", "--plot", str(tmp_path / "b2.png")])
     table = compare_table(capsys.readouterr().out, "Final metrics by run.seed")
     assert code == 0 and table["0"] == ["2", "0.75 ± 0.35"] and table["2"] == ["1", "2"]  # --group-by wins
@@ -433,7 +424,7 @@ def test_compare_wandb_group_errors_name_the_group_and_the_fix(monkeypatch, tmp_
 
     api = wandb_sweep(recorded=False)
     monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)
-    compare = launch_script("compare")
+    compare = launch_module("launch/compare.py")
     assert compare.main(["--wandb", "lab/distgen", "--group", "lr-typo"]) == 2
     err = capsys.readouterr().err
     assert "W&B group 'lr-typo' has no runs" in err and api.calls[-1] == ("lab/distgen", {"group": "lr-typo"})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from types import SimpleNamespace
 
-from conftest import run
+from conftest import ROOT, launch_module, run
 
 
 def test_gpu_check_without_cuda_says_so_and_exits_0():  # run() hides any GPU
@@ -12,3 +14,13 @@ def test_gpu_check_without_cuda_says_so_and_exits_0():  # run() hides any GPU
     assert result.returncode == 0, result.stderr[-2000:]
     (line,) = [json.loads(s) for s in result.stdout.splitlines() if s.strip()]
     assert line["check"] == "gpu-check" and line["ok"] is None and "no CUDA device" in line["skipped"]
+
+
+def test_checks_run_with_the_callers_pythonpath(monkeypatch, tmp_path):
+    """The checks' processes import distgen from the checkout and still see packages the caller put on
+    PYTHONPATH (a cluster module, `pip install --target`); replacing it made every check fail to import."""
+    monkeypatch.setenv("PYTHONPATH", "/opt/site")
+    checker = launch_module("launch/gpu_check.py").Checker(SimpleNamespace(device="cpu"), tmp_path)
+    assert checker.env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/opt/site"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert launch_module("launch/gpu_check.py").Checker(SimpleNamespace(device="cpu"), tmp_path).env["PYTHONPATH"] == str(ROOT)

@@ -2,7 +2,6 @@
 two processes, exact resume, the translation measurements, and the classifier's attribute mode."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -12,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from conftest import ROOT, metrics, train
+from conftest import launch_module, metrics, train
 from distgen import config, recipes
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
@@ -97,9 +96,7 @@ def judges(digits, digits_m, tmp_path_factory):
 
 def translate_acc(capsys, *argv) -> dict:
     """launch/translate_acc.py in this process; its printed JSON line."""
-    spec = importlib.util.spec_from_file_location("translate_acc", ROOT / "launch" / "translate_acc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = launch_module("launch/translate_acc.py")
     capsys.readouterr()
     assert module.main([str(a) for a in argv]) == 0
     assert torch.is_grad_enabled()  # nothing global left changed for the tests that follow

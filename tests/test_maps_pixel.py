@@ -4,7 +4,6 @@ evaluate.py and in compare.py's reading of a run. Tiny fixtures in the raw layou
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 
@@ -14,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import ROOT
+from conftest import launch_module
 from distgen import config, recipes
 from distgen.data import eval_batches, load_info
 from distgen.errors import ConfigError
@@ -137,9 +136,7 @@ def test_evaluate_pixel_writes_the_metrics_of_a_run(maps, tmp_path, capsys):
     (ckpt / "meta.json").write_text(json.dumps({
         "step": 7, "family_nets": {n: f"{n}.safetensors" for n in family.nets}, "custom": {},
         "data_info": {k: info_to_meta(i) for k, i in family.info.items()}}))
-    spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "launch" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = launch_module("launch/evaluate.py")
     assert evaluate.main([str(run_dir), "--metrics", "pixel", "--pixel-threshold", "20"]) == 0, capsys.readouterr()
     written = json.loads((run_dir / "eval" / "step_7.json").read_text())
 

@@ -79,7 +79,7 @@ def test_rollback_moves_the_abandoned_branch_aside_and_auto_continues_the_new_on
 
 def test_a_dangling_latest_is_an_error_never_a_fresh_start(digits, tmp_path):
     run_dir = tmp_path / "dangling"
-    common = [f"run.checkpoint_every=5", "run.keep_last=0"]
+    common = ["run.checkpoint_every=5", "run.keep_last=0"]
     train("dcgan_digits_smoke", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", *common)
     (run_dir / "checkpoints" / "step_10").rename(tmp_path / "gone")  # latest -> step_10, now missing
     result = run(_args(digits, run_dir, "train.steps=15", *common, "--resume", "auto"))
