@@ -115,20 +115,25 @@ def test_speed_switches_train(digits, tmp_path, recipe):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_compiled_d_sees_one_layout_of_one_channel_images(channels_last):
-    """One-channel images come in two strides (cuDNN's transposed convolution returns stride 1 on the
-    channel, the data stream H*W); with train.compile, D's inputs are given one layout, so D compiles
-    once instead of recompiling with dynamic shapes (which made inductor fail on CUDA)."""
+def test_compiled_d_sees_one_layout_of_one_channel_images(digits, channels_last):
+    """One-channel images come in two strides: the data stream's batches (NHWC pixels permuted to NCHW)
+    have stride 1 on the channel, the generator's output H*W. With train.compile, D's inputs are given
+    one layout, so D compiles once instead of recompiling with dynamic shapes (which made inductor
+    fail on CUDA: docs/benchmarks.md)."""
     from torch._dynamo.testing import CompileCounter
 
-    cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8},
+    from distgen.data import load_info, split_urls, train_loader
+
+    cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8}, "data": {"root": str(digits)},
                              "train": {"compile": "aot_eager", "channels_last": channels_last}})
-    fam = FAMILIES["dcgan"](cfg, DIGITS)
+    info = load_info(cfg.data)
+    fam = FAMILIES["dcgan"](cfg, info)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    D = fam.nets["D"].to(memory_format=fmt)
-    real = torch.rand(4, 1, 32, 32).contiguous(memory_format=fmt)
-    fake = torch.rand(4, 32, 32, 1).permute(0, 3, 1, 2)  # what a CUDA ConvTranspose2d returns for C=1
-    assert fake.stride() != real.stride() and fake.is_contiguous()  # .contiguous() would not help
+    G, D = fam.nets["G"], fam.nets["D"].to(memory_format=fmt)
+    real = next(iter(train_loader(split_urls(info, "train", "train"), 4, info, cfg.data, 0, 0, 1)))["image"]
+    with torch.no_grad():
+        fake = G.to(memory_format=fmt)(fam.noise(4))
+    assert real.shape == fake.shape and real.stride() != fake.stride()  # .contiguous() would change neither
     seen = [fam.augment(x) for x in (real, fake)]
     assert torch.equal(seen[0], real) and torch.equal(seen[1], fake)
     assert seen[0].stride() == seen[1].stride() == torch.empty(4, 1, 32, 32, memory_format=fmt).stride()

@@ -204,11 +204,12 @@ class GANFamily(Family):
 def same_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """x with exactly the strides a new tensor of its shape gets in `memory_format` (a copy only when
     they differ). `x.contiguous(memory_format=...)` is not enough: it ignores the stride of a size-1
-    dimension, and one-channel images come in two strides (a cuDNN transposed convolution returns
-    stride 1 on the channel, the data stream H*W). torch.compile guards on that stride, so a D fed
-    real and fake digits recompiles with dynamic shapes, and PyTorch 2.11's inductor then predicted
-    the wrong layout for convolution_backward on CUDA (AssertionError in assert_size_stride: every
-    one-channel GAN with train.compile=inductor failed on an H200; docs/benchmarks.md)."""
+    dimension, and one-channel images come in two strides (the data stream's batches, NHWC pixels
+    permuted to NCHW, have stride 1 on the channel; the generator's output H*W). torch.compile
+    guards on that stride, so a D fed real and fake digits recompiles with dynamic shapes, and
+    PyTorch 2.11's inductor then predicted the wrong layout for convolution_backward on CUDA
+    (AssertionError in assert_size_stride: every one-channel GAN with train.compile=inductor failed
+    on an H200; docs/benchmarks.md)."""
     if x.dim() != 4:
         return x
     n, c, h, w = x.shape
