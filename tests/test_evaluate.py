@@ -260,10 +260,15 @@ def compare_table(stdout: str, title: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
+def compare_main(argv: list[str]) -> int:
+    """launch/compare.py's main() in this process (capsys sees its output)."""
+    return launch_module("launch/compare.py").main(argv)
+
+
 def test_compare_lists_exactly_the_config_keys_that_differ(gan_run, tmp_path, capsys):
     other = gan_run.parent / "other"
-    code = launch_module("launch/compare.py").main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
-                                         "--plot", str(tmp_path / "curves.png")])
+    code = compare_main([str(gan_run), str(other), "--csv", str(tmp_path / "c.csv"),
+                         "--plot", str(tmp_path / "curves.png")])
     out = capsys.readouterr().out
     assert code == 0, out
     differ = compare_table(out, "Config keys that differ")
@@ -319,7 +324,7 @@ def test_compare_reads_wandb_runs_through_the_public_api(monkeypatch, tmp_path, 
 
     api = RecordedApi()
     monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
-    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--filter", '{"config.family": "acgan"}',
+    code = compare_main(["--wandb", "lab/distgen", "--filter", '{"config.family": "acgan"}',
                          "--plot", str(tmp_path / "curves.png"), "--csv", str(tmp_path / "c.csv")])
     out = capsys.readouterr().out
     assert code == 0 and api.calls == [("lab/distgen", {"config.family": "acgan"})]
@@ -393,9 +398,9 @@ def test_compare_groups_a_wandb_group_as_its_sweep_recorded(monkeypatch, tmp_pat
 
     api = wandb_sweep()
     monkeypatch.setattr(wandb, "Api", lambda *args, **kwargs: api)  # never the network
-    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--group", "lr", "--filter",
-                                          '{"config.family": "dcgan"}', "--plot", str(tmp_path / "bands.png"),
-                                          "--csv", str(tmp_path / "groups.csv")])
+    code = compare_main(["--wandb", "lab/distgen", "--group", "lr", "--filter",
+                         '{"config.family": "dcgan"}', "--plot", str(tmp_path / "bands.png"),
+                         "--csv", str(tmp_path / "groups.csv")])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert api.calls == [("lab/distgen", {"config.family": "dcgan", "group": "lr"})]
@@ -412,8 +417,8 @@ def test_compare_groups_a_wandb_group_as_its_sweep_recorded(monkeypatch, tmp_pat
         assert "G/adv_mean" not in row  # the recorded table's metrics only
     assert (tmp_path / "bands.png").read_bytes()[:4] == b"\x89PNG"
 
-    code = launch_module("launch/compare.py").main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "run.seed",
-                                          "--metrics", "G/adv", "--plot", str(tmp_path / "b2.png")])
+    code = compare_main(["--wandb", "lab/distgen", "--group", "lr", "--group-by", "run.seed",
+                         "--metrics", "G/adv", "--plot", str(tmp_path / "b2.png")])
     table = compare_table(capsys.readouterr().out, "Final metrics by run.seed")
     assert code == 0 and table["0"] == ["2", "0.75 ± 0.35"] and table["2"] == ["1", "2"]  # --group-by wins
     assert api.calls[-1] == ("lab/distgen", {"group": "lr"})

@@ -19,8 +19,10 @@ def test_gpu_check_without_cuda_says_so_and_exits_0():  # run() hides any GPU
 def test_checks_run_with_the_callers_pythonpath(monkeypatch, tmp_path):
     """The checks' processes import distgen from the checkout and still see packages the caller put on
     PYTHONPATH (a cluster module, `pip install --target`); replacing it made every check fail to import."""
-    monkeypatch.setenv("PYTHONPATH", "/opt/site")
-    checker = launch_module("launch/gpu_check.py").Checker(SimpleNamespace(device="cpu"), tmp_path)
-    assert checker.env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/opt/site"]
-    monkeypatch.delenv("PYTHONPATH")
-    assert launch_module("launch/gpu_check.py").Checker(SimpleNamespace(device="cpu"), tmp_path).env["PYTHONPATH"] == str(ROOT)
+    gpu_check = launch_module("launch/gpu_check.py")
+    for callers, want in (("/opt/site", [str(ROOT), "/opt/site"]), (None, [str(ROOT)])):
+        if callers is None:
+            monkeypatch.delenv("PYTHONPATH")
+        else:
+            monkeypatch.setenv("PYTHONPATH", callers)
+        assert gpu_check.Checker(SimpleNamespace(device="cpu"), tmp_path).env["PYTHONPATH"].split(os.pathsep) == want
