@@ -9,6 +9,15 @@ of harness img/s / bare img/s (>= 0.95 is the goal). The usual bare loop also co
 gradients in the generator step, which the harness skips; `ratio_same_work` compares against a bare
 loop that skips them too (D.requires_grad_(False)), i.e. the harness's pure overhead. Ends with one
 JSON line.
+
+It also counts the aten ops each loop dispatches per D+G iteration (`ops_per_iteration`, a
+TorchDispatchMode over the whole run, tiny nets: width 4, batch 8, data.cache=ram, at two run lengths
+so set-up, the final log and the checkpoint cancel), fp32 and bf16, for the harness (launch/train.py's
+adversarial loop) and a bare loop on the same nets, data stream and fused Adam (bf16: one autocast per
+phase). On a GPU that waits on the host every dispatched op costs about one launch, so the ratio of the
+counts is the harness's overhead there (goal: <= 1.05; tests/test_lean_step.py fails above it).
+
+    python benchmarks/train_overhead.py --ops-only      # just the counts (seconds)
 """
 from __future__ import annotations
 
@@ -20,13 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import os
+from collections import Counter
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import ROOT, digits_shards, finish  # noqa: E402
 from distgen import recipes
-from distgen.data import load_info
+from distgen.data import load_info, split_urls, train_loader
 from distgen.families import FAMILIES
 from distgen.loops import adversarial
 
@@ -86,13 +100,115 @@ def bare_rate(args, batch, freeze_d: bool = False) -> float:
     return n * (args.steps - args.steps // 2) / (time.perf_counter() - start)
 
 
+class OpCount(TorchDispatchMode):
+    """Every aten op dispatched while active, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_config(steps: int, run_dir: str, recipe: str = "dcgan_digits_smoke"):
+    return recipes.load(ROOT / "recipes" / f"{recipe}.yaml", [
+        f"data.root={digits_shards()}", "model.width=4", "train.batch_size=8", "data.cache=ram",
+        f"train.steps={steps}", f"log.every={steps}", f"log.sample_every={10 ** 9}",
+        f"run.checkpoint_every={10 ** 9}", f"run.dir={run_dir}", "eval.every=0"])
+
+
+def harness_ops(steps: int, precision: str) -> Counter:
+    """aten ops of a whole harness run of `steps` D+G iterations (the adversarial loop, in this process)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    os.environ["ACCELERATE_MIXED_PRECISION"] = precision
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = ops_config(steps, tmp + "/run")
+            with OpCount() as count:
+                adversarial.train(cfg)
+    finally:
+        os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return count.ops
+
+
+def bare_ops(steps: int, precision: str) -> Counter:
+    """aten ops of the same training written by hand: the harness's nets, data stream and fused Adam,
+    BCE losses, D frozen in the G step (the harness computes no D weight gradients there either),
+    one autocast per phase under bf16."""
+    cfg = ops_config(steps, "unused")
+    info = load_info(cfg.data)
+    with OpCount() as count:
+        torch.manual_seed(cfg.run.seed)
+        family = FAMILIES["dcgan"](cfg, info)
+        G, D = family.nets["G"], family.nets["D"]
+        betas = (cfg.optim.beta1, cfg.optim.beta2)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, fused=True)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, fused=True)
+        stream = iter(train_loader(split_urls(info, "train", "data.train_split"), cfg.train.batch_size, info,
+                                   cfg.data, cfg.run.seed, 0, 1))
+        z_dim, n = cfg.model.z_dim, cfg.train.batch_size
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+        for _ in range(steps):
+            real = next(stream)["image"]
+            with autocast():
+                with torch.no_grad():
+                    fake = G(torch.randn(n, z_dim, 1, 1))
+                real_logit, fake_logit = D(real)["adv"].float(), D(fake)["adv"].float()
+                loss_d = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
+                          + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
+            loss_d.backward()
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+            D.requires_grad_(False)
+            with autocast():
+                fake_logit = D(G(torch.randn(n, z_dim, 1, 1)))["adv"].float()
+                loss_g = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
+            loss_g.backward()
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+            D.requires_grad_(True)
+    return count.ops
+
+
+def ops_per_iteration(precision: str = "no", steps: int = 10) -> dict:
+    """Ops per D+G iteration of the harness and the bare loop: (run of 2k steps - run of k steps) / k."""
+    out = {}
+    for name, fn in (("harness", harness_ops), ("bare", bare_ops)):
+        short, long = fn(steps, precision), fn(2 * steps, precision)
+        per = {op: (long[op] - short[op]) / steps for op in long if long[op] != short[op]}
+        out[name] = {"ops": sum(long.values()) / steps - sum(short.values()) / steps,
+                     "by_op": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+    out["ratio"] = out["harness"]["ops"] / out["bare"]["ops"]
+    return out
+
+
+def op_counts() -> dict:
+    """The op-count comparison in fp32 and bf16, as the JSON line reports it."""
+    fields = {}
+    for precision, label in (("no", "fp32"), ("bf16", "bf16")):
+        r = ops_per_iteration(precision)
+        fields[f"ops_{label}"] = {"harness": r["harness"]["ops"], "bare": r["bare"]["ops"],
+                                  "ratio": round(r["ratio"], 4)}
+    return fields
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--ops-only", action="store_true", help="only count ops per iteration (fp32, bf16)")
     args = parser.parse_args()
+    ops = op_counts()
+    if args.ops_only:
+        finish("train_overhead_ops", max(v["ratio"] for v in ops.values()), **ops)
+        return
     gen = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(args.batch, 1, 32, 32, generator=gen) * 2 - 1}
     harness, bare, same = [], [], []
@@ -107,7 +223,7 @@ def main() -> None:
     finish("train_overhead", ratio, ratio_same_work=round(statistics.median(h / b for h, b in zip(harness, same)), 4),
            harness_img_s=statistics.median(harness), bare_img_s=round(statistics.median(bare), 2),
            bare_same_work_img_s=round(statistics.median(same), 2), steps=args.steps, batch=args.batch,
-           width=args.width, rounds=args.rounds)
+           width=args.width, rounds=args.rounds, **ops)
 
 if __name__ == "__main__":
     main()

@@ -93,6 +93,10 @@ class TrainConfig:
     compile: str = ""  # torch.compile backend for the nets ("" = eager; "inductor"; nets that need
     #                    double backward, e.g. a gradient-penalty critic, stay eager)
     tf32: bool = True  # TensorFloat-32 matmuls/convolutions on Ampere+ GPUs
+    cudnn_benchmark: bool = True  # cuDNN times its algorithms once per input shape (fixed shapes: faster)
+    # capture each phase's micro-batch step (forward, backward, optimizer step) as a CUDA graph and replay
+    # it: the host launches one graph instead of hundreds of kernels (CUDA only; distgen/loops/capture.py)
+    cuda_graph: bool = False
     fused_optim: bool = True  # fused Adam/SGD kernels (CPU, CUDA): faster; they skip non-finite steps on the device
     # CPU threads of this process's kernels (0 = as launched: OMP_NUM_THREADS, accelerate's
     # --num_cpu_threads_per_process). A CPU convolution splits its sums by thread, so the trained

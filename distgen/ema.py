@@ -46,8 +46,9 @@ class EMA:
         """After a generator step: average G's parameters in, copy its buffers."""
         mine, theirs = list(self.module.parameters()), list(G.parameters())
         torch._foreach_lerp_(mine, theirs, 1.0 - self.beta())  # one kernel for all (as torch's own EMA helper)
-        for b_ema, b in zip(self.module.buffers(), G.buffers()):
-            b_ema.copy_(b)
+        buffers = list(self.module.buffers())
+        if buffers:  # one op for all buffers, not a copy_ each (every op costs a launch on a small net)
+            torch._foreach_copy_(buffers, list(G.buffers()))
         self.nimg += self.images_per_step
 
     # Accelerate checkpoints it (register_for_checkpointing); load_run reads the "module." keys.

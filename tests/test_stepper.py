@@ -101,7 +101,7 @@ def test_a_name_reported_on_some_ranks_only_is_reduced_on_every_rank(tmp_path):
             pytest.fail("the two ranks did not finish reducing their statistics within 120 s (a hang)")
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0] == results[1]
-    assert results[0]["means"] == {"loss": 2.0, "only_on_rank0": 4.5}  # (1 + 3) / 2; (mean(2, 4) + 6) / 2
+    assert results[0]["means"] == {"loss": 2.0, "only_on_rank0": 4.0}  # (1 + 3) / 2; (2 + 4 + 6) / 3: each element one value
     assert results[0]["counts"] == {"only_counted_on_rank1": 5.0}
 
 
@@ -173,15 +173,17 @@ def test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device(monkeypa
     cfg = recipes.from_dict({"family": "classifier", "train": {"max_nonfinite": 2}})
     run = SimpleNamespace(dir=Path("/nonexistent"))
     guard = Guard.__new__(Guard)  # no signal handlers in the test process
-    guard.acc, guard.cfg, guard.run, guard._row, guard._worst = acc, cfg, run, {}, {}
+    guard.acc, guard.cfg, guard.run = acc, cfg, run
+    guard._init_rows()
     stepper = Stepper(acc, cfg, guard, {"net": net}, {"": Group(("net",), [opt])})
     x = torch.randn(4, 3)
     with stepper.micro_batch(""):
         stepper.step({"loss": net(x).square().mean()}, "")  # a good step: Adam has state now
+    stepper.end_iteration()
     before = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.optimizer.state_dict())
     stats.collect()
-    calls = _count_syncs(monkeypatch, lambda: [stepper.step({"loss": net(x).sum() * float("nan")}, "")
-                                               for _ in range(2)])
+    calls = _count_syncs(monkeypatch, lambda: [(stepper.step({"loss": net(x).sum() * float("nan")}, ""),
+                                                stepper.end_iteration()) for _ in range(2)])
     assert sum(calls.values()) == 0, dict(calls)
     after = net.state_dict(), opt.optimizer.state_dict()
     assert all(torch.equal(before[0][k], after[0][k]) for k in after[0])

@@ -90,8 +90,10 @@ class ACGAN(GANFamily):
             with torch.no_grad():
                 fake, c_fake = self._fake(G, len(real))
             real_out, fake_out = D(self.augment(real)), D(self.augment(fake))
-            stats.report("D(x)", real_out["adv"].float().sigmoid())
-            stats.report("D(G(z))", fake_out["adv"].float().sigmoid())
+            with torch.no_grad():  # statistics only: no autograd record (and no fp32 copy: the
+                # accumulator is fp32)
+                stats.report("D(x)", real_out["adv"].sigmoid())
+                stats.report("D(G(z))", fake_out["adv"].sigmoid())
             stats.report("D/acc_real", self._aux_acc(real_out["cls"], c_real))
             terms = {"D/real": bce(real_out["adv"], self.targets(real_out["adv"], True)),
                      "D/fake": bce(fake_out["adv"], self.targets(fake_out["adv"], False)),

@@ -85,8 +85,10 @@ class CGAN(GANFamily):
                 fake = self._g(G, self.noise(len(real)), y_fake)
             real_logit = D(self.augment(real), self.condition(y))["adv"]
             fake_logit = D(self.augment(fake), self.condition(y_fake))["adv"]
-            stats.report("D(x)", real_logit.float().sigmoid())
-            stats.report("D(G(z))", fake_logit.float().sigmoid())
+            with torch.no_grad():  # statistics only: no autograd record (and no fp32 copy: the
+                # accumulator is fp32)
+                stats.report("D(x)", real_logit.sigmoid())
+                stats.report("D(G(z))", fake_logit.sigmoid())
             return {"D/real": bce(real_logit, self.targets(real_logit, True)),
                     "D/fake": bce(fake_logit, self.targets(fake_logit, False))}
         n = self.cfg.train.batch_size

@@ -44,8 +44,10 @@ class DCGAN(GANFamily):
             with torch.no_grad():
                 fake = G(self.noise(len(real)))
             real_logit, fake_logit = D(self.augment(real))["adv"], D(self.augment(fake))["adv"]
-            stats.report("D(x)", real_logit.float().sigmoid())
-            stats.report("D(G(z))", fake_logit.float().sigmoid())
+            with torch.no_grad():  # statistics only: no autograd record (and no fp32 copy: the
+                # accumulator is fp32)
+                stats.report("D(x)", real_logit.sigmoid())
+                stats.report("D(G(z))", fake_logit.sigmoid())
             return self.d_terms(real_logit, fake_logit)
         # G: make D call fakes real
         return self.g_terms(D(self.augment(G(self.noise(self.cfg.train.batch_size))))["adv"])

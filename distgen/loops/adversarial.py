@@ -25,6 +25,8 @@ from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
+from distgen.loops import nets as prepare_nets
+from distgen.loops.nets import convert_sync_bn  # noqa: F401 (its old home)
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
 from distgen.samples import generate, save_grid
@@ -41,17 +43,6 @@ class Phase:
 def phases_of(cfg, family) -> list[Phase]:
     chosen = cfg.train.phases or [PhaseConfig(n, r) for n, r in family.DEFAULT_PHASES]
     return [Phase(p.name, family.PHASES[p.name], p.repeat, p.every) for p in chosen]
-
-
-def convert_sync_bn(nets: dict, cfg, acc) -> dict:
-    """SyncBatchNorm across processes where it exists (CUDA); elsewhere say once why not."""
-    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for net in nets.values() for m in net.modules())
-    if not (cfg.train.sync_bn and has_bn and acc.num_processes > 1):
-        return nets
-    if acc.device.type == "cuda":
-        return {n: torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for n, net in nets.items()}
-    acc.print("note: SyncBatchNorm is CUDA-only; BatchNorm statistics stay per process on this device")
-    return nets
 
 
 class Streams:
@@ -115,20 +106,14 @@ def train(cfg, resume: str | None = None) -> str:
     streams = Streams(cfg, FAMILIES[cfg.family])
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
-    family.nets = convert_sync_bn(family.nets, cfg, acc)
-    if acc.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-    if cfg.train.channels_last:
-        family.nets = {n: net.to(memory_format=torch.channels_last) for n, net in family.nets.items()}
+    family.nets = prepare_nets.before_prepare(family.nets, cfg, acc)
     names = list(family.nets)
     optims = [family.optimizer(n, family.nets[n].parameters()) for n in names]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for o in optims]
     prepared = acc.prepare(*family.nets.values(), *optims, *scheds)
     k = len(names)
     nets, opts, scheds = dict(zip(names, prepared[:k])), dict(zip(names, prepared[k:2 * k])), prepared[2 * k:]
-    if cfg.train.compile:  # after prepare, so DDP's hooks are inside; checkpoints save the uncompiled modules
-        nets = {n: net if n in family.EAGER else torch.compile(net, backend=cfg.train.compile)
-                for n, net in nets.items()}
+    nets = prepare_nets.after_prepare(nets, cfg, acc, family.EAGER)
     G = acc.unwrap_model(nets[family.GENERATOR], keep_torch_compile=False)
     # half-life in images: each generator step trains on the global batch
     ema = (EMA(G, cfg.train.ema_kimg, cfg.train.ema_rampup, cfg.train.batch_size * acc.num_processes *
@@ -165,8 +150,10 @@ def train(cfg, resume: str | None = None) -> str:
                         batch, n_images = streams.next(acc.device)
                         state.batches += 1
                         images += n_images
-                    terms = family.loss(phase.name, nets, batch)
+                    with stepper.autocast():  # one autocast region per micro-batch of a phase
+                        terms = family.loss(phase.name, nets, batch)
                     stepper.step(terms, phase.name)
+        stepper.end_iteration()
         for sched in scheds:
             sched.step()
         if ema is not None:

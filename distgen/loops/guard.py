@@ -29,11 +29,17 @@ from distgen.loops import signals
 class Guard:
     def __init__(self, acc, cfg, run):
         self.acc, self.cfg, self.run = acc, cfg, run
-        # per phase (a healthy G must not hide a broken D), on the device: the current run of non-finite
-        # steps in a row, and the longest since the last check
-        self._row: dict[str, torch.Tensor] = {}
-        self._worst: dict[str, torch.Tensor] = {}
+        self._init_rows()
         signals.install()  # again (launch/train.py did at startup): a loop may be called directly
+
+    def _init_rows(self) -> None:
+        # per phase (a healthy G must not hide a broken D), on the device, updated in place (a captured
+        # step's graph may hold them): the current run of non-finite steps in a row, and the longest
+        # since the last check. One vector each, a slot per phase, so one round of every phase's steps
+        # is recorded with two ops (record_round).
+        self._phases: list[str] = []
+        self._row_vec = self._worst_vec = None
+        self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # phase slot -> (row, worst), 0-d views
 
     # -- preemption -------------------------------------------------------------------------
 
@@ -52,25 +58,48 @@ class Guard:
 
     # -- non-finite steps -------------------------------------------------------------------
 
+    def track(self, phases: list[str], device) -> None:
+        """Make room for these phases' rows (before training: the vectors are then never reallocated)."""
+        new = [p for p in phases if p not in self._phases]
+        if not new:
+            return
+        grow = torch.zeros(len(new), device=device)
+        self._row_vec = grow if self._row_vec is None else torch.cat([self._row_vec, grow])
+        self._worst_vec = grow.clone() if self._worst_vec is None else torch.cat([self._worst_vec, grow])
+        self._phases += new
+        self._views = {i: (self._row_vec[i], self._worst_vec[i]) for i in range(len(self._phases))}
+
+    def _slot(self, phase: str, like: torch.Tensor) -> int:
+        if phase not in self._phases:
+            self.track([phase], like.device)
+        return self._phases.index(phase)
+
     def record(self, bad: torch.Tensor, phase: str = "") -> None:
         """One optimizer step of `phase`: `bad` (a 0-d float tensor, 1.0 or 0.0) says whether its gradients
         were non-finite in a way that counts toward the stop. Device arithmetic only: no host sync."""
-        row = self._row.get(phase)
-        row = bad if row is None else (row + 1) * bad  # the run in a row, 0 after a finite step
-        self._row[phase] = row
-        worst = self._worst.get(phase)
-        self._worst[phase] = row if worst is None else torch.maximum(worst, row)
+        row, worst = self._views[self._slot(phase, bad)]
+        torch.addcmul(bad, row, bad, out=row)  # (row + 1) * bad: 0 after a finite step
+        torch.maximum(worst, row, out=worst)
+
+    def record_round(self, bad: torch.Tensor, phases: list[str]) -> None:
+        """One optimizer step of each of `phases` (distinct), `bad` holding their flags in that order: two ops
+        when they are every tracked phase in tracking order (the usual D, G iteration), else one step each."""
+        if list(phases) == self._phases:
+            torch.addcmul(bad, self._row_vec, bad, out=self._row_vec)
+            torch.maximum(self._worst_vec, self._row_vec, out=self._worst_vec)
+        else:
+            for i, phase in enumerate(phases):
+                self.record(bad[i], phase)
 
     def check(self, step: int) -> None:
         """At a log or checkpoint boundary (every rank, the same steps): raise a TrainingError naming the
         last good checkpoint if some phase had train.max_nonfinite non-finite steps in a row."""
         limit = self.cfg.train.max_nonfinite
-        if limit <= 0 or not self._worst:
+        if limit <= 0 or self._worst_vec is None:
             return
-        phases = list(self._worst)
-        longest = torch.stack([self._worst[p] for p in phases]).tolist()  # deliberate host sync: per boundary
-        self._worst = dict(self._row)  # a run in a row goes on across boundaries
-        for phase, n in zip(phases, longest):
+        longest = self._worst_vec.tolist()  # deliberate host sync: per boundary
+        self._worst_vec.copy_(self._row_vec)  # a run in a row goes on across boundaries
+        for phase, n in zip(self._phases, longest):
             if n >= limit:
                 latest = self.run.dir / "checkpoints" / "latest"
                 last = latest.resolve().name if latest.exists() else "none yet"
@@ -80,13 +109,27 @@ class Guard:
                                     f"Lower the learning rate or check the data, then --resume auto")
 
 
-def nonfinite(grads: list[torch.Tensor]) -> torch.Tensor:
+def nonfinite(grads: list[torch.Tensor], found: torch.Tensor | None = None) -> torch.Tensor:
     """1.0 if any of these gradients holds inf/NaN, else 0.0: a 0-d float32 tensor on their device,
-    computed without a host sync. One fused norm over all gradients (torch's foreach kernels) instead of
-    an isfinite per tensor; a norm that overflows fp32 (gradients ~1e19) also counts as non-finite,
-    which it is in effect."""
-    if any(g.dtype in (torch.float16, torch.bfloat16) for g in grads):  # their norm could overflow
-        ok = torch.stack([torch.isfinite(g).all() for g in grads]).all()
-    else:
-        ok = torch.nn.utils.get_total_norm(grads).isfinite()
-    return (~ok).float()
+    computed without a host sync, in ONE op: the GradScaler's own fused check
+    (`_amp_foreach_non_finite_check_and_unscale_`, here with a scale of 1). `found` (zeros) receives the
+    flag in place when given (the stepper's preallocated slots), else a new tensor is made."""
+    if found is None:
+        found = torch.zeros((), device=grads[0].device)
+    by_dtype: dict[torch.dtype, list] = {}
+    for g in grads:  # the kernel takes one dtype per call (as GradScaler groups them); usually one group
+        by_dtype.setdefault(g.dtype, []).append(g)
+    for group in by_dtype.values():
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found, _one(found.device))
+    return found
+
+
+_ONES: dict[torch.device, torch.Tensor] = {}
+
+
+def _one(device) -> torch.Tensor:
+    """A 1.0 on `device`, made once (the check's inverse scale: gradients multiplied by 1 stay as they are)."""
+    one = _ONES.get(device)
+    if one is None:
+        one = _ONES[device] = torch.ones((), device=device)
+    return one

@@ -39,6 +39,7 @@ from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import build_optimizer
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
+from distgen.loops import nets as prepare_nets
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
 
@@ -131,6 +132,10 @@ def train(cfg, resume: str | None = None) -> str:
     info = next(iter(evals.values()))[1]  # what the nets are built for (DANN: the source domain)
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = family_cls(cfg, info, acc.device)
+    if cfg.train.ema_kimg > 0:
+        raise ConfigError(f"train.ema_kimg keeps an EMA of a GAN generator for its samples; family "
+                          f"'{cfg.family}' trains in the single-objective loop, which keeps none: set train.ema_kimg=0")
+    family.nets = prepare_nets.before_prepare(family.nets, cfg, acc)
     names = list(family.nets)
     deepspeed = acc.state.deepspeed_plugin is not None
     # fused kernels (also the device-side skip of non-finite steps); DeepSpeed steps its own optimizer
@@ -143,6 +148,7 @@ def train(cfg, resume: str | None = None) -> str:
     else:
         prepared = acc.prepare(*family.nets.values(), optimizer, *schedule)
         nets, opt, schedule = dict(zip(names, prepared[:len(names)])), prepared[len(names)], prepared[len(names) + 1:]
+    nets = prepare_nets.after_prepare(nets, cfg, acc)
     state = TrainState()
     acc.register_for_checkpointing(state)
     meta = checkpoint_meta(acc, names, ["train_state"], info)
@@ -172,8 +178,10 @@ def train(cfg, resume: str | None = None) -> str:
                 if half is not None:
                     batches = {n: {k: v.to(half) if v.is_floating_point() else v for k, v in b.items()}
                                for n, b in batches.items()}
-                terms = family.loss(unnamed(batches), nets)
+                with stepper.autocast():
+                    terms = family.loss(unnamed(batches), nets)
                 stepper.step(terms, ONE)
+        stepper.end_iteration()
         for sched in schedule:
             sched.step()
         state.step = done = step + 1

@@ -27,7 +27,9 @@ e.g. RMSprop or train.fused_optim=false, must know on the host whether to step).
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+import functools
+import operator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -55,6 +57,17 @@ class Stepper:
         # backward limited to the stepped parameters only where some net is not stepped (inputs= is a
         # no-op otherwise, and DeepSpeed's engine takes no inputs)
         self.limit_backward = {name: set(g.nets) != set(nets) for name, g in groups.items()}
+        self.deepspeed = acc.state.deepspeed_plugin is not None
+        self.phases = list(groups)
+        device = acc.device
+        if self.check and hasattr(guard, "track"):
+            guard.track(self.phases, device)
+        # The non-finite flags of one iteration: row j, column i is the j-th optimizer step of phase i.
+        # Zeroed once per iteration (end_iteration), grown only in the first iteration that needs a row.
+        self.found = torch.zeros(1, len(self.phases), device=device)
+        self._views: dict = {}  # views of `found`, made once (taking a view is a dispatched op too)
+        self._rounds: dict[str, int] = {}  # optimizer steps each phase took this iteration
+        self._checked: list[tuple[int, int]] = []  # (row, column) of flags end_iteration records
 
     def _scale(self):
         scaler = self.acc.scaler
@@ -78,16 +91,32 @@ class Stepper:
             stack.enter_context(loss_scaled(self._scale()))
             yield
 
+    def autocast(self):
+        """Mixed precision around one micro-batch's loss (the loop opens it): one autocast region per phase,
+        so each net's weights are cast once per phase, not once per call (Accelerate's per-forward autocast
+        is taken off the nets at preparation: distgen/loops/nets.py). Backward runs outside it."""
+        return self.acc.autocast() if self.acc.native_amp else nullcontext()
+
+    def backward(self, loss: torch.Tensor, phase: str) -> None:
+        """loss.backward() into the phase's parameters. Not Accelerate's backward, which divides by the
+        accumulation steps even when there is one (two ops forward and backward per phase for nothing);
+        DeepSpeed's engine still goes through it (it steps inside backward)."""
+        if self.deepspeed:
+            self.acc.backward(loss)
+            return
+        if self.cfg.train.grad_accum > 1:
+            loss = loss / self.cfg.train.grad_accum
+        if self.acc.scaler is not None:
+            loss = self.acc.scaler.scale(loss)
+        loss.backward(inputs=self.groups[phase].params if self.limit_backward[phase] else None)
+
     def step(self, terms: dict[str, torch.Tensor], phase: str = "") -> None:
         """Backward of the summed terms; on the last micro-batch of the step, step (or skip) and zero_grad."""
         group = self.groups[phase]
-        loss = torch.stack([t.float() for t in terms.values()]).sum()
-        if self.limit_backward[phase]:
-            self.acc.backward(loss, inputs=group.params)
-        else:
-            self.acc.backward(loss)
+        # a plain sum (n - 1 adds), not stack().sum(): no extra op forward or backward
+        self.backward(functools.reduce(operator.add, terms.values()), phase)
         for name, value in terms.items():
-            stats.report(name, value)
+            stats.report(name, value)  # remembered, added on the device at end_iteration
         if not self.acc.sync_gradients:  # accumulating: the optimizers step on the last micro-batch
             return
         grads = [p.grad for p in group.params if p.grad is not None] if self.check else []
@@ -95,24 +124,62 @@ class Stepper:
         if not grads:  # the check is off, or DeepSpeed's engine took the gradients
             for opt in group.optimizers:
                 opt.step()
-        elif scaler is not None:
-            # fp16: the scaled gradients are non-finite exactly when the scaler will skip this step.
-            bad = nonfinite(grads)
-            counts = bad * (self._scale() < 1.0)  # before the scaler lowers it: >= 1 is finding its level
-            for opt in group.optimizers:
-                opt.step()  # GradScaler.step: a fused optimizer skips on the device (torch syncs for others)
-            for name in group.nets:
-                stats.report(f"{name}/skipped", bad)
-            stats.report("nonfinite_skipped", bad)
-            self.guard.record(counts, phase)
         else:
-            bad = nonfinite(grads)
-            for opt in group.optimizers:
-                _step_unless(opt, bad)
-            stats.report("nonfinite_skipped", bad)
-            self.guard.record(bad, phase)
+            bad = self._flag(phase)
+            nonfinite(grads, bad)
+            if scaler is not None:
+                # fp16: the scaled gradients are non-finite exactly when the scaler will skip this step.
+                counts = bad * (self._scale() < 1.0)  # before the scaler lowers it: >= 1 is finding its level
+                for opt in group.optimizers:
+                    opt.step()  # GradScaler.step: a fused optimizer skips on the device (torch syncs for others)
+                for name in group.nets:
+                    stats.report(f"{name}/skipped", bad)
+                stats.report("nonfinite_skipped", bad)
+                self.guard.record(counts, phase)
+            else:
+                for opt in group.optimizers:
+                    _step_unless(opt, bad)
+                self._checked.append((self._rounds[phase] - 1, self.phases.index(phase)))
         for opt in group.optimizers:
             opt.zero_grad(set_to_none=True)
+
+    def _flag(self, phase: str) -> torch.Tensor:
+        """This optimizer step's slot in `found` (a zero, one element, a view)."""
+        j = self._rounds.get(phase, 0)
+        self._rounds[phase] = j + 1
+        if j >= len(self.found):  # a phase repeated more often than so far (first iterations only)
+            self.found = torch.cat([self.found, torch.zeros(j + 1 - len(self.found), len(self.phases),
+                                                            device=self.found.device)])
+            self._views.clear()
+        return self._view(j, self.phases.index(phase))
+
+    def _view(self, j: int, i: int | None = None) -> torch.Tensor:
+        """found[j, i] (0-d), or the row found[j] when i is None; cached."""
+        view = self._views.get((j, i))
+        if view is None:
+            view = self._views[(j, i)] = self.found[j] if i is None else self.found[j, i]
+        return view
+
+    def end_iteration(self) -> None:
+        """After every phase of one iteration (the loops call it once per step): record the non-finite
+        flags in the guard and the statistics, add everything reported into the device accumulators
+        (distgen/stats.py), and clear the flags. With D and G stepping once each: five ops in all."""
+        if self._checked:
+            rows = sorted({j for j, _ in self._checked})
+            for j in rows:
+                cols = sorted(i for jj, i in self._checked if jj == j)
+                if cols == list(range(len(self.phases))):  # every phase stepped: one vector op each
+                    self.guard.record_round(self._view(j), self.phases)
+                    stats.report("nonfinite_skipped", self._view(j))
+                else:
+                    for i in cols:
+                        self.guard.record(self._view(j, i), self.phases[i])
+                        stats.report("nonfinite_skipped", self._view(j, i))
+        stats.flush()
+        if self._rounds and self.check:
+            self.found.zero_()
+        self._checked.clear()
+        self._rounds.clear()
 
 
 def _step_unless(opt, bad: torch.Tensor) -> None:
