@@ -12,7 +12,7 @@ live on the device with one `torch._foreach_add_` (one launch for all names). A 
 is (its elements summed at log time, each element counting as one report: the logged D(x) of a batch of 64
 sigmoids is their mean), so a family need not call `.mean()` per statistic per step. The accumulators are
 created once and zeroed in place at log time, so a captured CUDA graph (distgen/loops/capture.py) can add
-into them on every replay; `replay` re-registers what a captured step reported when it was captured.
+into them on every replay; `recount` counts what a captured step reported, once per replay.
 
 Packing puts everything on ONE device, the one the caller names (the accelerator's), whatever it was
 reported on: a CUDA loss beside a Python float or a CPU tensor is moved, never stacked as it is.
@@ -64,7 +64,7 @@ def _remember(kind: str, name: str, value) -> None:
 def flush() -> list[tuple[str, str, torch.Tensor]]:
     """Add every tensor reported since the last flush into its device accumulator: one foreach op per
     device. Returns what it added (a captured step
-    hands the list back to `replay` after each replay)."""
+    counts each replay with `recount`)."""
     if not _pending:
         return []
     done = list(_pending)
@@ -87,9 +87,12 @@ def flush() -> list[tuple[str, str, torch.Tensor]]:
     return done
 
 
-def replay(record: list[tuple[str, str, torch.Tensor]]) -> None:
-    """Report again what `flush` returned (a captured step's static outputs, refilled by each replay)."""
-    _pending.extend(record)
+def recount(record: list[tuple[str, str, torch.Tensor]], times: int = 1) -> None:
+    """Count `times` more what `flush` returned, without adding values: a captured CUDA graph adds them
+    into the accumulators on every replay, and only the host-side counts need to follow (-1 undoes the
+    count of the capture itself, which recorded the step without running it)."""
+    for kind, name, value in record:
+        _slot_count[(kind, name, value.device, tuple(value.shape), value.dtype)] += times * max(value.numel(), 1)
 
 
 def _totals(device: torch.device, kinds=("mean", "sum")) -> dict[tuple[str, str], tuple[torch.Tensor, float]]:

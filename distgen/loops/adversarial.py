@@ -25,6 +25,7 @@ from distgen.errors import ConfigError
 from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
+from distgen.loops import capture
 from distgen.loops import nets as prepare_nets
 from distgen.loops.nets import convert_sync_bn  # noqa: F401 (its old home)
 from distgen.loops.guard import Guard
@@ -106,6 +107,8 @@ def train(cfg, resume: str | None = None) -> str:
     streams = Streams(cfg, FAMILIES[cfg.family])
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
+    if cfg.train.cuda_graph:
+        capture.check(cfg, acc, family)  # before anything is built: what it cannot capture, by name
     family.nets = prepare_nets.before_prepare(family.nets, cfg, acc)
     names = list(family.nets)
     optims = [family.optimizer(n, family.nets[n].parameters()) for n in names]
@@ -132,6 +135,10 @@ def train(cfg, resume: str | None = None) -> str:
     guard = Guard(acc, cfg, run)
     stepper = Stepper(acc, cfg, guard, nets, {p.name: Group(p.spec.nets, [opts[n] for n in p.spec.nets])
                                               for p in phases})
+    captured = None
+    if cfg.train.cuda_graph:
+        capture.make_capturable(list(opts.values()), acc.device)
+        captured = capture.CapturedPhases(stepper, family, nets)
     if cfg.eval.every > 0:  # fail now, not hours in, when FID cannot run
         from distgen.evaluation.inception import resolve_weights
 
@@ -144,16 +151,21 @@ def train(cfg, resume: str | None = None) -> str:
             if step % phase.every:
                 continue
             for _ in range(phase.repeat * cfg.train.grad_accum):  # grad_accum micro-batches per optimizer step
+                batch = None
+                if phase.spec.uses_data:
+                    batch, n_images = streams.next(acc.device)
+                    state.batches += 1
+                    images += n_images
+                if captured is not None:  # train.cuda_graph: a replay of this phase's captured step
+                    captured.run(phase.name, batch)
+                    continue
                 with stepper.micro_batch(phase.name):
-                    batch = None
-                    if phase.spec.uses_data:
-                        batch, n_images = streams.next(acc.device)
-                        state.batches += 1
-                        images += n_images
                     with stepper.autocast():  # one autocast region per micro-batch of a phase
                         terms = family.loss(phase.name, nets, batch)
                     stepper.step(terms, phase.name)
         stepper.end_iteration()
+        if captured is not None:
+            captured.end_iteration()
         for sched in scheds:
             sched.step()
         if ema is not None:

@@ -132,6 +132,9 @@ def train(cfg, resume: str | None = None) -> str:
     info = next(iter(evals.values()))[1]  # what the nets are built for (DANN: the source domain)
     set_seed(cfg.run.seed)  # identical initial weights on every rank
     family = family_cls(cfg, info, acc.device)
+    if cfg.train.cuda_graph:
+        raise ConfigError(f"train.cuda_graph captures the adversarial loop's phases; family '{cfg.family}' trains "
+                          f"in the single-objective loop: set train.cuda_graph=false")
     if cfg.train.ema_kimg > 0:
         raise ConfigError(f"train.ema_kimg keeps an EMA of a GAN generator for its samples; family "
                           f"'{cfg.family}' trains in the single-objective loop, which keeps none: set train.ema_kimg=0")

@@ -68,6 +68,9 @@ class Stepper:
         self._views: dict = {}  # views of `found`, made once (taking a view is a dispatched op too)
         self._rounds: dict[str, int] = {}  # optimizer steps each phase took this iteration
         self._checked: list[tuple[int, int]] = []  # (row, column) of flags end_iteration records
+        # train.cuda_graph (distgen/loops/capture.py): every step zeroes, records and accumulates its own
+        # flag and statistics, so that one captured graph per phase holds all of it
+        self.capture_mode = False
 
     def _scale(self):
         scaler = self.acc.scaler
@@ -124,6 +127,15 @@ class Stepper:
         if not grads:  # the check is off, or DeepSpeed's engine took the gradients
             for opt in group.optimizers:
                 opt.step()
+        elif self.capture_mode:
+            bad = self._view(0, self.phases.index(phase))
+            bad.zero_()
+            nonfinite(grads, bad)
+            for opt in group.optimizers:
+                _step_unless(opt, bad)
+            self.guard.record(bad, phase)
+            stats.report("nonfinite_skipped", bad)
+            stats.flush()
         else:
             bad = self._flag(phase)
             nonfinite(grads, bad)

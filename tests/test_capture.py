@@ -1,0 +1,89 @@
+"""train.cuda_graph (distgen/loops/capture.py): refused by name where it cannot capture (a CPU run here),
+and the step it captures -- each step zeroing, checking, recording and accumulating its own flag and
+statistics -- gives exactly the eager stepper's weights, statistics and guard state, NaN steps included.
+The capture itself needs CUDA: `make gpu-check` runs it (launch/gpu_check.py, check "cuda_graph")."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from conftest import ROOT, TINY_GAN
+from distgen import recipes, stats
+from distgen.data import DataInfo
+from distgen.errors import ConfigError
+from distgen.families import FAMILIES
+from distgen.loops.guard import Guard
+from distgen.loops.stepper import Group, Stepper
+
+DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
+
+
+@pytest.fixture
+def fresh_accelerate():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_cuda_graph_on_a_cpu_says_it_needs_cuda(digits, tmp_path, fresh_accelerate):
+    from distgen.loops import adversarial
+
+    cfg = recipes.load(ROOT / "recipes" / "dcgan_digits_smoke.yaml", [
+        *TINY_GAN, f"data.root={digits}", f"run.dir={tmp_path / 'run'}", "train.steps=2", "train.cuda_graph=true"])
+    with pytest.raises(ConfigError, match="train.cuda_graph needs CUDA; this run is on cpu"):
+        adversarial.train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def _train(capture_mode: bool, batches, nan_at: set):
+    """Three D+G iterations of a tiny DCGAN through the stepper; the D step of iterations in `nan_at` gets a
+    NaN loss. Returns the nets, the guard and the statistics."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 4}, "train": {"batch_size": 4,
+                                                                                             "max_nonfinite": 2}})
+    torch.manual_seed(0)
+    family = FAMILIES["dcgan"](cfg, DIGITS)
+    acc = Accelerator(cpu=True)
+    opts = [family.optimizer(n, family.nets[n].parameters()) for n in ("G", "D")]
+    G, D, opt_g, opt_d = acc.prepare(family.nets["G"], family.nets["D"], *opts)
+    nets = {"G": G, "D": D}
+    guard = Guard.__new__(Guard)  # no signal handlers in the test process
+    guard.acc, guard.cfg, guard.run = acc, cfg, SimpleNamespace(dir=Path("/nonexistent"))
+    guard._init_rows()
+    stepper = Stepper(acc, cfg, guard, nets, {"D": Group(("D",), [opt_d]), "G": Group(("G",), [opt_g])})
+    stepper.capture_mode = capture_mode
+    stats.collect(), stats.collect_counts()
+    torch.manual_seed(1)
+    for it, batch in enumerate(batches):
+        for phase in ("D", "G"):
+            with stepper.micro_batch(phase):
+                terms = family.loss(phase, nets, {"image": batch} if phase == "D" else None)
+                if phase == "D" and it in nan_at:
+                    terms = {k: v * float("nan") for k, v in terms.items()}
+                stepper.step(terms, phase)
+        stepper.end_iteration()
+    return nets, guard, stats.collect()
+
+
+def test_the_captured_step_equals_the_eager_step(fresh_accelerate):
+    batches = [torch.rand(4, 1, 32, 32) * 2 - 1 for _ in range(3)]
+    eager, eager_guard, eager_stats = _train(False, batches, nan_at={1})
+    captured, captured_guard, captured_stats = _train(True, batches, nan_at={1})
+    for name in ("G", "D"):
+        for (k, a), b in zip(eager[name].state_dict().items(), captured[name].state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{k} differs"
+    assert eager_stats.keys() == captured_stats.keys() and "nonfinite_skipped" in eager_stats
+    for k in eager_stats:
+        torch.testing.assert_close(eager_stats[k], captured_stats[k], rtol=0, atol=0, equal_nan=True)
+    assert eager_stats["nonfinite_skipped"].item() == pytest.approx(1 / 6)  # one of six optimizer steps
+    assert torch.equal(eager_guard._worst_vec, captured_guard._worst_vec)
+    assert eager_guard._worst_vec.tolist() == [1.0, 0.0]  # D had one non-finite step, G none
