@@ -14,6 +14,8 @@ Run it once on every new GPU machine, container or driver/PyTorch upgrade, befor
                               saved checkpoint must give the same FID
   resume                      8 steps straight against 4 steps + `--resume auto` to 8, deterministic
                               algorithms, TF32 off: the weights must be bit-identical
+  cuda_graph/<family>         train.cuda_graph (the step captured as a CUDA graph) against the eager step
+                              for the reports' GANs: same weights to float tolerance after 8 steps
   benchmark                   a short benchmarks/gpu.py grid (dcgan at batch 64, fp32 vs bf16), run
                               alone on the GPU after the other checks
 
@@ -43,6 +45,7 @@ GAN = {"acgan": "quickstart", "cgan": "cgan_digits_smoke", "cyclegan": "cyclegan
        "dcgan": "dcgan_digits_smoke", "lsgan": "lsgan_digits_smoke", "sagan": "sagan_digits_smoke",
        "stargan": "stargan_digits_smoke", "wgan_gp": "wgan_gp_digits_smoke"}
 SINGLE = {"vae": "vae_digits_smoke", "dann": "dann_digits"}
+CAPTURED = ("dcgan", "lsgan", "wgan_gp", "sagan", "acgan", "cgan")  # the reports' GANs: train.cuda_graph
 STEPS = 4
 # The single-objective loop under DeepSpeed is not here: DeepSpeed needs its own launcher and config
 # (launch/deepspeed/); tests/test_cluster.py covers it on the CPU.
@@ -155,6 +158,36 @@ class Checker:
             diff = max([diff] + [(x[k].double() - y[k].double()).abs().max().item() for k in x])
         return {"ok": diff == 0.0 and bool(files), "max_abs_diff": diff, "files": files}
 
+    def check_cuda_graph(self, family: str) -> dict:
+        """train.cuda_graph against the eager step: the same recipe, seed and data, deterministic kernels,
+        TF32 off; after warm-up, capture and replays the weights must match the eager run's to float
+        tolerance (graph replays draw the same noise: CUDA graphs advance the generator as eager does).
+        On the CPU: the run must refuse with the one-line reason."""
+        from safetensors.torch import load_file
+
+        steps = 8  # capture.WARMUP eager iterations, one capture, then replays
+        settings = ["train.tf32=false", f"train.steps={steps}", f"run.checkpoint_every={steps}", "log.every=4"]
+        graph_dir, eager_dir = (self.work / "runs" / f"cuda-graph-{family}{s}" for s in ("", "-eager"))
+        g = self.train(family, graph_dir, *settings, "train.cuda_graph=true", deterministic=True)
+        if self.cpu:
+            refused = g.returncode != 0 and "train.cuda_graph needs CUDA" in g.stderr
+            return {"ok": refused, "error": None if refused else tail(g.stderr)}
+        e = self.train(family, eager_dir, *settings, deterministic=True)
+        for r in (g, e):
+            if r.returncode != 0:
+                return {"ok": False, "error": tail(r.stderr)}
+        worst, files = 0.0, sorted(p.name for p in (eager_dir / "checkpoints" / f"step_{steps}").glob("*.safetensors"))
+        for name in files:
+            x = load_file(str(eager_dir / "checkpoints" / f"step_{steps}" / name))
+            y = load_file(str(graph_dir / "checkpoints" / f"step_{steps}" / name))
+            for k in x:
+                if x[k].is_floating_point():
+                    scale = x[k].double().abs().max().item() or 1.0
+                    worst = max(worst, (x[k].double() - y[k].double()).abs().max().item() / scale)
+        rows = [json.loads(line) for line in (graph_dir / "metrics.jsonl").read_text().splitlines()]
+        return {"ok": bool(files) and worst <= 1e-3, "max_rel_diff": worst, "files": files,
+                "img/s_graph": rows[-1].get("img/s")}
+
     def check_benchmark(self) -> dict:
         cmd = [sys.executable, "benchmarks/gpu.py", "--families", "dcgan", "--batches", "64",
                "--precisions", "fp32", "bf16", "--channels-last", "0", "--compile", "0", "--steps", "20"]
@@ -182,6 +215,9 @@ def jobs(only: list[str], families: list[str]) -> list[tuple[str, tuple]]:
         out.append(("fid", ("check_fid",)))
     if "resume" in only:
         out.append(("resume", ("check_resume",)))
+    if "cuda_graph" in only:
+        for family in [f for f in families if f in CAPTURED]:
+            out.append((f"cuda_graph/{family}", ("check_cuda_graph", family)))
     return out
 
 
@@ -191,8 +227,8 @@ def emit(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "benchmark"],
-                        choices=["train", "fid", "resume", "benchmark"])
+    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "cuda_graph", "benchmark"],
+                        choices=["train", "fid", "resume", "cuda_graph", "benchmark"])
     parser.add_argument("--families", nargs="+", default=[*GAN, *SINGLE], choices=[*GAN, *SINGLE],
                         help="families of the train checks (default: all)")
     parser.add_argument("--jobs", type=int, default=8, help="checks running at once on the GPU")

@@ -87,3 +87,20 @@ def test_the_captured_step_equals_the_eager_step(fresh_accelerate):
     assert eager_stats["nonfinite_skipped"].item() == pytest.approx(1 / 6)  # one of six optimizer steps
     assert torch.equal(eager_guard._worst_vec, captured_guard._worst_vec)
     assert eager_guard._worst_vec.tolist() == [1.0, 0.0]  # D had one non-finite step, G none
+
+
+def test_gpu_check_runs_the_cuda_graph_check_and_on_a_cpu_expects_the_refusal(tmp_path):
+    """launch/gpu_check.py's cuda_graph check on the CPU: each captured family's run must refuse with the
+    one-line reason (on CUDA the same check compares captured and eager weights)."""
+    import json
+    import sys
+
+    from conftest import run
+
+    result = run([sys.executable, "launch/gpu_check.py", "--device", "cpu", "--only", "cuda_graph",
+                  "--families", "dcgan", "vae", "--jobs", "1", "--workdir", str(tmp_path)], timeout=600)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    checks = {line["check"]: line for line in lines}
+    assert set(checks) >= {"cuda_graph/dcgan"} and "cuda_graph/vae" not in checks, result.stdout[-2000:]
+    assert checks["cuda_graph/dcgan"]["ok"] is True, checks["cuda_graph/dcgan"]
+    assert result.returncode == 0, result.stderr[-2000:]
