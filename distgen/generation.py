@@ -1,6 +1,6 @@
 """How every sample grid and every evaluated image is generated: the sampling and evaluation invariants.
 
-    from distgen.samples import generate, generate_range, save_grid
+    from distgen.generation import generate, generate_range, save_grid
 
 Callers: the adversarial loop (grids on the main process, in-training FID on every rank),
 launch/evaluate.py and distgen/evaluation/fidelity.py. The rules, kept here and nowhere else:
