@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         G = family.nets[family.GENERATOR]
         if args.input is not None:
             if family.translate is None:
-                raise ConfigError(f"--input: a '{cfg.family}' run generates from noise and translates no images; "
+                raise ConfigError(f"--input: this {cfg.family} run generates from noise and translates no images; "
                                   f"leave --input out")
             paths = translate(family, G, args, condition, Path(args.out))
         else:
             if family.translate is not None:
-                raise ConfigError(f"a '{cfg.family}' run translates images: give them with --input DIR_OR_FILE")
+                raise ConfigError(f"this {cfg.family} run translates images: give them with --input DIR_OR_FILE")
             paths = sample(family, G, args, condition, Path(args.out))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -151,11 +151,11 @@ class Family:
         or tags override this to read condition.attrs."""
         inputs = self.eval_inputs(n, seed)
         if condition.attrs:
-            raise ConfigError(f"--attrs: a '{self.cfg.family}' run is not conditioned on attributes or tags"
+            raise ConfigError(f"--attrs: this {self.cfg.family} run is not conditioned on attributes or tags"
                               + ("; pick a class with --class" if self.num_classes else ""))
         if condition.cls is not None:
             if self.class_inputs is None or not self.num_classes:
-                raise ConfigError(f"--class: a '{self.cfg.family}' run is not class-conditioned; leave --class out")
+                raise ConfigError(f"--class: this {self.cfg.family} run is not class-conditioned; leave --class out")
             inputs["y"] = torch.full((n,), self.class_index(condition.cls), dtype=torch.long, device=self.device)
         return inputs
 
