@@ -15,7 +15,11 @@ from PIL import Image
 from conftest import TINY_CLS, TINY_GAN, script, train
 from test_image2image import TINY_CYCLE, TINY_STAR, faces  # noqa: F401 - faces: a fixture (CelebA layout)
 
+from distgen import recipes
 from distgen.checkpoint import load_run
+from distgen.data import DataInfo
+from distgen.errors import ConfigError
+from distgen.families import FAMILIES
 from distgen.families.base import Condition
 from distgen.generation import generate, sampler, to_uint8
 
@@ -109,6 +113,32 @@ def test_grid_is_one_file_and_nothing_is_overwritten(acgan, tmp_path):
     assert code == 2 and "--overwrite" in error_line(err) and np.array_equal(pixels(tmp_path / "grid.png"), before)
     assert sample(acgan, "--num", 10, "--grid", "--seed", 1, "--out", tmp_path, "--overwrite")[0] == 0
     assert not np.array_equal(pixels(tmp_path / "grid.png"), before)
+
+
+def family(name: str, info: DataInfo, **model):
+    return FAMILIES[name](recipes.from_dict({"family": name, "model": {"z_dim": 8, "width": 8, **model}}), info)
+
+
+def test_cgan_takes_a_class_name_or_its_hair_and_eye_tags():
+    anime = DataInfo(32, 3, tuple(f"{h} hair {e} eyes" for h in "ab" for e in "xyz"), (), {}, {},
+                     {"hair": ["a", "b"], "eye": ["x", "y", "z"]})
+    fam = family("cgan", anime)
+    assert fam.sample_inputs(4, 0, Condition(cls="b hair y eyes"))["y"].tolist() == [4] * 4  # b * 3 + y
+    assert fam.sample_inputs(4, 0, Condition(attrs=(("hair", "b"), ("eye", "y"))))["y"].tolist() == [4] * 4
+    eyes = fam.sample_inputs(60, 0, Condition(attrs=(("eye", "z"),)))["y"]  # hair left out: drawn per image
+    assert set(eyes.tolist()) == {2, 5}
+    with pytest.raises(ConfigError, match="valid eye tags: x, y, z"):
+        fam.sample_inputs(4, 0, Condition(attrs=(("eye", "green"),)))
+
+
+def test_attribute_acgan_sets_the_given_attributes_and_draws_the_rest():
+    fam = family("acgan", DataInfo(32, 3, (), ("Smiling", "Male"), {}, {}), condition="attrs")
+    c = fam.sample_inputs(40, 0, Condition(attrs=(("Smiling", "1"),)))["c"]
+    assert c[:, 0].tolist() == [1.0] * 40 and set(c[:, 1].tolist()) == {0.0, 1.0}
+    with pytest.raises(ConfigError, match="Smiling=2; an attribute is 0 .off. or 1 .on."):
+        fam.sample_inputs(4, 0, Condition(attrs=(("Smiling", "2"),)))
+    with pytest.raises(ConfigError, match="--class: this acgan run is conditioned on attributes"):
+        fam.sample_inputs(4, 0, Condition(cls="1"))
 
 
 # ----------------------------------------------------------------------------- translation
