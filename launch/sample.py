@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -72,14 +73,11 @@ def image_files(source: Path) -> list[Path]:
 
 def check_targets(paths: list[Path], overwrite: bool, inputs: list[Path] = ()) -> None:
     """Nothing is overwritten unless asked, and never an input image."""
-    if len(set(paths)) < len(paths):
-        seen, same = set(), None
-        for p in paths:
-            same = same or (p if p in seen else None)
-            seen.add(p)
-        raise ConfigError(f"two input images would both be written to '{same}' (same file stem); "
+    twice = [p for p, count in Counter(paths).items() if count > 1]
+    if twice:
+        raise ConfigError(f"two input images would both be written to '{twice[0]}' (the same file stem); "
                           f"rename one or translate them separately")
-    clash = set(p.resolve() for p in paths) & set(p.resolve() for p in inputs)
+    clash = {p.resolve() for p in paths} & {p.resolve() for p in inputs}
     if clash:
         raise ConfigError(f"--out would overwrite the input image '{sorted(clash)[0]}'; give another --out folder")
     existing = [p for p in paths if p.exists()]
@@ -127,11 +125,11 @@ def translate(family, G, args, condition: Condition, out: Path) -> list[Path]:
     check_targets(paths, args.overwrite, files)
     transform = Transform(family.input_channels(condition), family.image_size, crop=WHOLE_SQUARE)
     copy_ = sampler(G)  # the same generating copy as the sample grids (distgen/generation.py)
-    out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(files), unit="img", desc="translating", file=sys.stderr) as bar:
         for lo in range(0, len(files), args.batch_size):
             images = torch.cat([load_image(f, transform) for f in files[lo:lo + args.batch_size]]).to(family.device)
             result = family.translate(copy_, images, condition).float().clamp(-1, 1)
+            out.mkdir(parents=True, exist_ok=True)  # not before: an unreadable first image leaves no folder
             save_images(result, paths[lo:lo + len(images)])
             bar.update(len(images))
     return paths

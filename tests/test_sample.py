@@ -172,7 +172,8 @@ def test_stargan_attrs_translate_to_the_asked_for_attributes(faces, user_images,
     run_dir = tmp_path / "star"
     train("stargan_celeba", *TINY_STAR, *STEPS, f"data.root={faces}", "data.attrs=[]", "data.num_workers=0",
           f"run.dir={run_dir}")  # data.attrs=[]: the default five, Black_Hair Blond_Hair Brown_Hair Male Young
-    assert sample(run_dir, "--input", user_images, "--attrs", "Blond_Hair=1,Male=0", "--out", tmp_path / "blond")[0] == 0
+    blond = sample(run_dir, "--input", user_images, "--attrs", "Blond_Hair=1,Male=0", "--out", tmp_path / "blond")
+    assert blond[0] == 0
     assert sorted(p.name for p in (tmp_path / "blond").iterdir()) == ["photo.png", "rgba.png", "small_grey.png"]
     assert pixels(tmp_path / "blond" / "photo.png").shape == (32, 32, 3)
     assert sample(run_dir, "--input", user_images, "--attrs", "Black_Hair=1", "--out", tmp_path / "black")[0] == 0
@@ -180,8 +181,8 @@ def test_stargan_attrs_translate_to_the_asked_for_attributes(faces, user_images,
     # the targets: asked-for attributes set, a hair colour switching the others off, the rest kept
     _, family, _ = load_run(run_dir, device="cpu")
     own = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
-    blond = family.targets(own, Condition(attrs=(("Blond_Hair", "1"), ("Male", "0"))))
-    assert blond.tolist() == [[0.0, 1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
+    targets = family.targets(own, Condition(attrs=(("Blond_Hair", "1"), ("Male", "0"))))
+    assert targets.tolist() == [[0.0, 1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
     code, err = sample(run_dir, "--input", user_images, "--attrs", "Bald=1", "--out", tmp_path / "x")
     assert code == 2 and "'Bald' is not an attribute" in error_line(err) and "Blond_Hair" in err
 
@@ -198,7 +199,11 @@ def test_a_classifier_run_has_no_generator(digits, tmp_path):
 
 
 def test_flags_a_run_cannot_use_are_one_line(acgan, cyclegan, digits, user_images, tmp_path):
-    dcgan = tmp_path / "dcgan"
+    dcgan, twins, broken = tmp_path / "dcgan", tmp_path / "twins", tmp_path / "broken.png"
+    twins.mkdir()
+    for name in ("a.png", "a.jpg"):
+        Image.new("L", (8, 8)).save(twins / name)
+    broken.write_bytes(b"\x89PNG not really")
     train("dcgan_digits_smoke", *TINY_GAN, *STEPS, f"data.root={digits}", f"run.dir={dcgan}")
     cases = [((dcgan, "--class", "3"), "--class: this dcgan run is not class-conditioned"),
              ((acgan, "--class", "seven"), "--class 'seven': not a class of this run"),
@@ -207,8 +212,14 @@ def test_flags_a_run_cannot_use_are_one_line(acgan, cyclegan, digits, user_image
              ((acgan, "--input", user_images), "--input: this acgan run generates from noise"),
              ((cyclegan,), "this cyclegan run translates images: give them with --input"),
              ((cyclegan, "--input", user_images, "--class", "3"), "choose the way with --direction"),
-             ((acgan, "--direction", "a2b"), "--direction: only for translating images")]
+             ((acgan, "--direction", "a2b"), "--direction: only for translating images"),
+             ((cyclegan, "--input", twins), "two input images would both be written to"),
+             ((cyclegan, "--input", broken), f"--input '{broken}': not an image"),
+             ((acgan, "--num", 0), "--num and --batch-size must be at least 1")]
     for argv, message in cases:
         code, err = sample(*argv, "--out", tmp_path / "out")
         assert code == 2 and message in error_line(err), (argv, err)
     assert not (tmp_path / "out").exists()
+    code, err = sample(cyclegan, "--input", user_images, "--out", user_images)  # rgba.png would be replaced
+    assert code == 2 and "--out would overwrite the input image" in error_line(err)
+    assert sorted(p.name for p in user_images.iterdir()) == ["notes.txt", "photo.jpg", "rgba.png", "small_grey.png"]

@@ -133,8 +133,8 @@ class ACGAN(GANFamily):
         if self.model_cfg.condition == "class":
             return super().sample_inputs(n, seed, condition)
         if condition.cls is not None:
-            raise ConfigError(f"--class: this acgan run is conditioned on attributes ({', '.join(self.info.attr_names)}); "
-                              f"set them with --attrs Name=0|1")
+            raise ConfigError(f"--class: this acgan run is conditioned on attributes "
+                              f"({', '.join(self.info.attr_names)}); set them with --attrs Name=0|1")
         z = self.noise(n, torch.Generator().manual_seed(seed))
         c = torch.randint(0, 2, (n, self.cond_dim), generator=torch.Generator().manual_seed(seed + 1)).float()
         for j, value in attr_settings(condition, tuple(self.info.attr_names)).items():
