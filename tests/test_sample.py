@@ -187,6 +187,21 @@ def test_stargan_attrs_translate_to_the_asked_for_attributes(faces, user_images,
     assert code == 2 and "'Bald' is not an attribute" in error_line(err) and "Blond_Hair" in err
 
 
+def test_class_stargan_translates_to_the_given_class():
+    cfg = recipes.from_dict({"family": "stargan", "model": {"condition": "class", "width": 4, "n_blocks": 1}})
+    fam = FAMILIES["stargan"](cfg, DataInfo(32, 1, tuple("0123456789"), (), {}, {}))
+    own = torch.eye(10)[[2, 5]]
+    assert fam.targets(own, Condition(cls="7")).argmax(1).tolist() == [7, 7]
+    with torch.no_grad():
+        out = fam.translate(fam.nets["G"], torch.rand(2, 1, 32, 32) * 2 - 1, Condition(cls="7"))
+    assert out.shape == (2, 1, 32, 32)
+    for condition, message in ((Condition(), "needs a target: --class"),
+                               (Condition(attrs=(("Male", "1"),)), "conditioned on classes; pick the target"),
+                               (Condition(cls="7", direction="a2b"), "--direction: a stargan run translates to labels")):
+        with pytest.raises(ConfigError, match=message):
+            fam.targets(own, condition)
+
+
 # ----------------------------------------------------------------------------- clear errors
 
 
