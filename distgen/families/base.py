@@ -164,7 +164,7 @@ class Family:
         names = tuple(self.info.class_names if names is None else names)
         if value in names:
             return names.index(value)
-        if value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
+        if value.isdigit() and int(value) < len(names):
             return int(value)
         shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
         raise ConfigError(f"--class '{value}': not a class of this run; give an index 0..{len(names) - 1} "
