@@ -23,12 +23,12 @@ import copy
 import torch
 from torch import nn
 
-from distgen.samples import plain_batchnorm
+from distgen.generation import plain_batchnorm
 
 
 class EMA:
     """An exponential moving average of G. `module` holds plain BatchNorm, never SyncBatchNorm:
-    it only generates, and generating runs no collective (distgen.samples)."""
+    it only generates, and generating runs no collective (distgen.generation)."""
 
     def __init__(self, G: nn.Module, half_life_kimg: float, rampup: float, images_per_step: int):
         self.module = plain_batchnorm(copy.deepcopy(G)).requires_grad_(False)

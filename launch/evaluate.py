@@ -44,7 +44,7 @@ from distgen.evaluation.judge import JUDGE_METRICS, judge_metrics
 from distgen.evaluation.pixel import DEFAULT_THRESHOLD, PIXEL_METRICS, translation_pixels
 from distgen.evaluation.reference import default_cache_dir
 from distgen.loops.single import eval_sums, streams
-from distgen.samples import generate, save_grid
+from distgen.generation import generate, save_grid
 
 
 @torch.no_grad()

@@ -122,7 +122,7 @@ class Checker:
         calibration = torch.cat([to_uint8(real).expand(-1, 3, -1, -1),
                                  torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)])
         weights = make_random_weights(self.work / "inception-random.pth", images=calibration)
-        n = 40 if self.cpu else 1000  # 1000: two generator chunks of distgen.samples.CHUNK
+        n = 40 if self.cpu else 1000  # 1000: two generator chunks of distgen.generation.CHUNK
         run_dir = self.work / "runs" / "fid"
         result = self.train("dcgan", run_dir, f"data.root={digits}", "train.ema_kimg=1", f"eval.every={STEPS}", f"eval.num_samples={n}",
                             "eval.metrics=[fid]", f"eval.inception_weights={weights}")

@@ -34,7 +34,7 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image
 
-from distgen.data.samples import IMAGE_KEYS, npy_image
+from distgen.data.decoding import IMAGE_KEYS, npy_image
 from distgen.data.tar import members, open_shard
 from distgen.errors import DataError
 from shards.common import progress

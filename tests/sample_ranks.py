@@ -23,7 +23,7 @@ from distgen.data import load_info
 from distgen.families import FAMILIES
 from distgen.loops.adversarial import evaluate_images
 from distgen.recipes import load
-from distgen.samples import generate, save_grid
+from distgen.generation import generate, save_grid
 
 NUM_SAMPLES = 10
 

@@ -81,7 +81,7 @@ def test_pixel_scores_by_hand():
 
 
 def test_maps_pairs_survive_conversion_and_are_scored_pair_by_pair(maps):
-    from distgen.data.samples import Skips
+    from distgen.data.decoding import Skips
     from distgen.data.tar import read_shard
 
     for split, n in (("train", 2), ("test", 5)):

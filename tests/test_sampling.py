@@ -1,4 +1,4 @@
-"""Sampling and evaluation invariants (distgen/samples.py) and the generator EMA (distgen/ema.py).
+"""Sampling and evaluation invariants (distgen/generation.py) and the generator EMA (distgen/ema.py).
 
 A multi-GPU run with train.sync_bn holds SyncBatchNorm in G; these tests build that on the CPU
 (torch.nn.SyncBatchNorm.convert_sync_batchnorm works on CPU modules, and its train-mode forward
@@ -24,7 +24,7 @@ from distgen.evaluation.fidelity import evaluate_generator
 from distgen.evaluation.inception import to_uint8
 from distgen.evaluation.random_weights import make_random_weights
 from distgen.families import FAMILIES
-from distgen.samples import CHUNK, generate, generate_range, save_grid
+from distgen.generation import CHUNK, generate, generate_range, save_grid
 
 DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
 

@@ -7,7 +7,7 @@ recipe points at it with `data.root` (a folder or a URL pattern: braces, globs, 
 - `train_loader(...)` is an infinite, seeded stream of full batches for one rank, in `split` or
   `resampled` mode, with the recipe's transforms; it resumes at any batch count; stream.py.
 - `eval_batches(...)` walks a split exactly once across all ranks (sample j goes to rank j % world).
-- Decoding, transforms and the count of skipped bad input: samples.py.
+- Decoding, transforms and the count of skipped bad input: decoding.py.
 """
 from distgen.data.index import DataInfo, load_info, split_urls
 from distgen.data.stream import TrainStream, eval_batches, train_loader

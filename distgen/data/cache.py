@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
-from distgen.data.samples import Skips, Transform, log
+from distgen.data.decoding import Skips, Transform, log
 from distgen.data.tar import read_shard
 from distgen.errors import DataError
 

@@ -47,7 +47,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distgen.data.index import DataInfo, check_urls, split_count
-from distgen.data.samples import Skips, Transform, log
+from distgen.data.decoding import Skips, Transform, log
 from distgen.data.tar import read_shard
 from distgen.errors import DataError
 

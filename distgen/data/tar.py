@@ -19,7 +19,7 @@ import gzip
 
 import webdataset as wds
 
-from distgen.data.samples import Skips
+from distgen.data.decoding import Skips
 from distgen.errors import DataError
 
 BLOCK = 512

@@ -32,7 +32,7 @@ from distgen.evaluation.inception import (as_rgb, extract, layer_for, load_extra
                                           to_uint8)
 from distgen.evaluation.ranks import Gather, gather_rows, identity, my_slice
 from distgen.evaluation.reference import reference_features
-from distgen.samples import generate_range
+from distgen.generation import generate_range
 
 FIDELITY_METRICS = ("fid", "isc", "kid", "prc")
 KEYS = {KEY_METRIC_FID: "fid", KEY_METRIC_ISC_MEAN: "isc_mean", KEY_METRIC_ISC_STD: "isc_std",
@@ -48,7 +48,7 @@ def sample_inputs(family, n: int, seed: int) -> dict:
 
 
 def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tensor:
-    """Images start..stop-1 as uint8, by distgen.samples' rules: on a copy with plain BatchNorm and
+    """Images start..stop-1 as uint8, by distgen.generation's rules: on a copy with plain BatchNorm and
     batch statistics, in fixed chunks, no collective; so image k is the same for any world size."""
     try:
         images = generate_range(family, G, inputs, start, stop)

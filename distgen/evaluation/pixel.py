@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from distgen.data import DataInfo, load_info
-from distgen.data.samples import Skips
+from distgen.data.decoding import Skips
 from distgen.data.stream import make_transform
 from distgen.data.tar import read_shard
 from distgen.errors import ConfigError, DataError

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from distgen import stats
 from distgen.errors import ConfigError
 from distgen.families import nets
-from distgen.families.base import GANFamily, GANModelConfig, bce
+from distgen.families.base import Condition, GANFamily, GANModelConfig, attr_settings, bce
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,20 @@ class ACGAN(GANFamily):
         k = self.num_classes
         z = self.noise(per_class * k, torch.Generator().manual_seed(seed))
         return {"z": z, "y": torch.arange(k, device=self.device).repeat(per_class)}
+
+    def sample_inputs(self, n: int, seed: int, condition: Condition) -> dict:
+        """class: the base's (--class). attrs: --attrs Name=0|1 sets attributes of every image; the others
+        are drawn at random (0 or 1, from `seed`), as in training."""
+        if self.model_cfg.condition == "class":
+            return super().sample_inputs(n, seed, condition)
+        if condition.cls is not None:
+            raise ConfigError(f"--class: this acgan run is conditioned on attributes "
+                              f"({', '.join(self.info.attr_names)}); set them with --attrs Name=0|1")
+        z = self.noise(n, torch.Generator().manual_seed(seed))
+        c = torch.randint(0, 2, (n, self.cond_dim), generator=torch.Generator().manual_seed(seed + 1)).float()
+        for j, value in attr_settings(condition, tuple(self.info.attr_names)).items():
+            c[:, j] = value
+        return {"z": z, "c": c.to(self.device)}
 
     def generate(self, G, inputs: dict) -> torch.Tensor:
         return G(self._g_input(inputs["z"], inputs["c"] if "c" in inputs else inputs["y"]))

@@ -26,6 +26,11 @@ probes a family with hasattr, and no loop sets attributes on a family):
     method (per_class, seed) -> inputs cycling through the classes (with `num_classes`);
     `eval_inputs(n, seed)`: the generator inputs of FID/IS/KID/PRC's samples (default: classes
     when the family has class_inputs, else noise).
+  - Sampling with launch/sample.py (a `Condition`: the user's --class / --attrs / --direction):
+    `sample_inputs(n, seed, condition)`: the generator inputs of n images (default: eval_inputs, with
+    every class "y" set to --class on class-conditioned families; --attrs refused);
+    `translate`: None, or a method (G, images, condition) -> one image per input, for families that
+    translate images (CycleGAN, StarGAN), with `input_channels(condition)` the channels it takes.
   - The fp16 loss scale: a family that differentiates through autograd.grad inside its loss (the
     gradient penalty) reads `loss_scale()`, which the stepper sets around every micro-batch
     (`with loss_scaled(scale)`); 1.0 without fp16 loss scaling.
@@ -84,6 +89,15 @@ class PhaseSpec:
     uses_data: bool = True
 
 
+@dataclass(frozen=True)
+class Condition:
+    """What launch/sample.py was asked for: a class (index or name), attribute or tag settings
+    (name, value) as typed, a translation direction; empty fields were not given."""
+    cls: str | None = None
+    attrs: tuple[tuple[str, str], ...] = ()
+    direction: str | None = None
+
+
 class Family:
     STYLE = "single"  # "single" (single-objective loop) or "adversarial" (phase loop)
     ModelConfig: type
@@ -98,6 +112,7 @@ class Family:
     figures = None  # (nets, batch, run_dir, step) -> None
     grid_inputs = None  # seed -> (inputs, columns)
     class_inputs = None  # (per_class, seed) -> inputs, with self.num_classes
+    translate = None  # (G, images, condition) -> one translated image per input image
     num_classes = 0  # classes the generator is conditioned on (class-conditioned families)
     figure_samples = 0  # test samples `figures` draws from
 
@@ -129,6 +144,35 @@ class Family:
             inputs = self.class_inputs(math.ceil(n / self.num_classes), seed=seed)
             return {k: v[:n] for k, v in inputs.items()}
         return {"z": self.noise(n, torch.Generator().manual_seed(seed))}
+
+    def sample_inputs(self, n: int, seed: int, condition: Condition) -> dict:
+        """The generator inputs of n images for launch/sample.py: eval_inputs(n, seed), with the class
+        ("y", class_inputs' key) of every image set to condition.cls. Families conditioned on attributes
+        or tags override this to read condition.attrs."""
+        inputs = self.eval_inputs(n, seed)
+        if condition.attrs:
+            raise ConfigError(f"--attrs: this {self.cfg.family} run is not conditioned on attributes or tags"
+                              + ("; pick a class with --class" if self.num_classes else ""))
+        if condition.cls is not None:
+            if self.class_inputs is None or not self.num_classes:
+                raise ConfigError(f"--class: this {self.cfg.family} run is not class-conditioned; leave --class out")
+            inputs["y"] = torch.full((n,), self.class_index(condition.cls), dtype=torch.long, device=self.device)
+        return inputs
+
+    def class_index(self, value: str, names: tuple[str, ...] | None = None) -> int:
+        """A class given by name (first) or index -> its index; an error lists the names."""
+        names = tuple(self.info.class_names if names is None else names)
+        if value in names:
+            return names.index(value)
+        if value.isdigit() and int(value) < len(names):
+            return int(value)
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        raise ConfigError(f"--class '{value}': not a class of this run; give an index 0..{len(names) - 1} "
+                          f"or a name: {shown}")
+
+    def input_channels(self, condition: Condition) -> int:
+        """Channels of the images `translate` takes (launch/sample.py converts the user's images)."""
+        return self.info.channels
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise ConfigError(f"family '{self.cfg.family}' samples no noise: its generator needs other inputs "
@@ -215,6 +259,19 @@ def same_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Te
     n, c, h, w = x.shape
     want = (c * h * w, 1, w * c, c) if memory_format == torch.channels_last else (c * h * w, h * w, w, 1)
     return x if x.stride() == want else x.clone(memory_format=memory_format)
+
+
+def attr_settings(condition: Condition, names: tuple[str, ...]) -> dict[int, float]:
+    """--attrs Name=0|1,... -> {index of Name in `names`: 0.0 or 1.0}; an error names the attribute or
+    value and the valid choices."""
+    out = {}
+    for name, value in condition.attrs:
+        if name not in names:
+            raise ConfigError(f"--attrs: '{name}' is not an attribute of this run; it has: {', '.join(names)}")
+        if value not in ("0", "1"):
+            raise ConfigError(f"--attrs: {name}={value}; an attribute is 0 (off) or 1 (on)")
+        out[names.index(name)] = float(value)
+    return out
 
 
 def bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ from torch import nn
 
 from distgen import stats
 from distgen.families import nets
-from distgen.families.base import GANFamily, GANModelConfig, bce
+from distgen.errors import ConfigError
+from distgen.families.base import Condition, GANFamily, GANModelConfig, bce
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,28 @@ class CGAN(GANFamily):
     def class_inputs(self, per_class: int, seed: int) -> dict:
         z = self.noise(per_class * self.num_classes, torch.Generator().manual_seed(seed))
         return {"z": z, "y": torch.arange(self.num_classes, device=self.device).repeat(per_class)}
+
+    def sample_inputs(self, n: int, seed: int, condition: Condition) -> dict:
+        """--class (index or name, e.g. "blonde hair blue eyes"), or with a tag vocabulary --attrs
+        hair=COLOUR,eye=COLOUR (a tag left out is drawn at random from `seed`, per image)."""
+        if not condition.attrs:
+            return super().sample_inputs(n, seed, condition)
+        tags = self.info.tags
+        if len(self.factors) < 2:
+            raise ConfigError("--attrs: this cgan run has no tags (its data has classes only); pick one with --class")
+        if condition.cls is not None:
+            raise ConfigError("--class and --attrs both name the condition; give one of them")
+        inputs = self.eval_inputs(n, seed)
+        rest = torch.randint(0, self.num_classes, (n,), generator=torch.Generator().manual_seed(seed + 1))
+        parts = {"hair": rest // self.factors[1], "eye": rest % self.factors[1]}
+        for key, value in condition.attrs:
+            if key not in parts:
+                raise ConfigError(f"--attrs: '{key}' is not a tag of this run; its tags: hair, eye")
+            if value not in tags[key]:
+                raise ConfigError(f"--attrs: {key}={value}; valid {key} tags: {', '.join(tags[key])}")
+            parts[key] = torch.full((n,), list(tags[key]).index(value))
+        inputs["y"] = (parts["hair"] * self.factors[1] + parts["eye"]).to(self.device)
+        return inputs
 
     def generate(self, G, inputs: dict) -> torch.Tensor:
         return self._g(G, inputs["z"], inputs["y"])

@@ -47,7 +47,7 @@ from distgen import stats
 from distgen.data import eval_batches, load_info
 from distgen.errors import ConfigError
 from distgen.families import nets as dcgan_nets
-from distgen.families.base import Family, GANFamily, PhaseSpec, bce
+from distgen.families.base import Condition, Family, GANFamily, PhaseSpec, bce
 
 
 @dataclass(frozen=True)
@@ -313,6 +313,23 @@ class CycleGAN(Family):
                 b, fake_a, G(fake_a, "AB"), G(to_channels(b, self.channels["A"]), "AB")]
         c = max(self.channels.values())
         return torch.stack([to_channels(x.float(), c) for x in rows], dim=1).flatten(0, 1)
+
+    # -- the user's own images (launch/sample.py --input) --------------------------------------
+
+    DIRECTIONS = {"a2b": ("A", "AB"), "b2a": ("B", "BA")}  # --direction -> (source domain, generator)
+
+    def _direction(self, condition: Condition) -> tuple[str, str]:
+        if condition.cls is not None or condition.attrs:
+            raise ConfigError("--class/--attrs: a cyclegan run translates between two domains; "
+                              "choose the way with --direction a2b|b2a")
+        return self.DIRECTIONS[condition.direction or "a2b"]
+
+    def input_channels(self, condition: Condition) -> int:
+        return self.channels[self._direction(condition)[0]]
+
+    def translate(self, G, images: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """Each image (of the source domain's channels) by G_AB (--direction a2b, the default) or G_BA."""
+        return G(images, self._direction(condition)[1])
 
 
 # ----------------------------------------------------------------------------- measurement

@@ -43,7 +43,7 @@ from torch import nn
 from distgen import stats
 from distgen.data import eval_batches, load_info
 from distgen.errors import ConfigError
-from distgen.families.base import Family, GANFamily, PhaseSpec
+from distgen.families.base import Condition, Family, GANFamily, PhaseSpec, attr_settings
 from distgen.families.cyclegan import ResidualBlock, first_images
 from distgen.families.wgan_gp import WGANGP
 
@@ -229,6 +229,45 @@ class StarGAN(Family):
         x = inputs["image"]
         outs = [x] + [G(x, t) for t in self.translations(inputs["c"])]
         return torch.stack([o.float() for o in outs], dim=1).flatten(0, 1)
+
+    # -- the user's own images (launch/sample.py --input) --------------------------------------
+
+    def targets(self, c: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """The target labels of images whose own labels are `c`: condition: class, --class K (one-hot);
+        condition: attrs, --attrs Name=0|1,... set, an exclusive attribute switched on switching the
+        rest of its group off unless also given, every other attribute kept."""
+        if condition.direction:
+            raise ConfigError("--direction: a stargan run translates to labels; give them with "
+                              + ("--class" if self.model_cfg.condition == "class" else "--attrs Name=0|1"))
+        if self.model_cfg.condition == "class":
+            if condition.attrs:
+                raise ConfigError("--attrs: this stargan run is conditioned on classes; pick the target with --class")
+            if condition.cls is None:
+                raise ConfigError(f"a stargan run needs a target: --class, one of {', '.join(self.label_names)}")
+            t = torch.zeros_like(c)
+            t[:, self.class_index(condition.cls, self.label_names)] = 1.0
+            return t
+        if condition.cls is not None:
+            raise ConfigError(f"--class: this stargan run is conditioned on attributes; set them with --attrs "
+                              f"Name=0|1 ({', '.join(self.label_names)})")
+        settings = attr_settings(condition, self.label_names)
+        if not settings:
+            raise ConfigError(f"a stargan run needs a target: --attrs Name=0|1,... of {', '.join(self.label_names)}")
+        t = c.clone()
+        for j, value in settings.items():
+            if value == 1.0 and j in self.group:
+                t[:, [g for g in self.group if g not in settings]] = 0.0
+            t[:, j] = value
+        return t
+
+    def translate(self, G, images: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """Each image to the target labels (`targets`). The user's images carry no labels: their own are
+        what D's classification head reads in them, so attributes not asked for stay as they are."""
+        D = self.nets["D"]
+        logits = D(images)["cls"].float()
+        c = (F.one_hot(logits.argmax(1), self.c_dim).float() if self.model_cfg.condition == "class"
+             else (logits > 0).float())
+        return G(images, self.targets(c, condition))
 
 
 # ----------------------------------------------------------------------------- measurement

@@ -30,7 +30,7 @@ from torch import nn
 from distgen import figures, stats
 from distgen.errors import ConfigError
 from distgen.families.base import Family
-from distgen.samples import save_grid
+from distgen.generation import save_grid
 
 
 @dataclass(frozen=True)

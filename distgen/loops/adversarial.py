@@ -30,7 +30,7 @@ from distgen.loops import nets as prepare_nets
 from distgen.loops.nets import convert_sync_bn  # noqa: F401 (its old home)
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
-from distgen.samples import generate, save_grid
+from distgen.generation import generate, save_grid
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def evaluate_images(family, cfg, acc, G) -> dict:
     from distgen.evaluation.fidelity import evaluate_generator
     from distgen.evaluation.reference import default_cache_dir
 
-    # generation follows distgen.samples (a plain-BatchNorm copy, fixed chunks, no collective), so
+    # generation follows distgen.generation (a plain-BatchNorm copy, fixed chunks, no collective), so
     # these images are launch/evaluate.py's for the same weights, whatever the number of ranks
     return evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
                               generator=G, rank=acc.process_index, world_size=acc.num_processes,
@@ -179,7 +179,7 @@ def train(cfg, resume: str | None = None) -> str:
             images = 0
         if logging or saving:
             guard.check(done)  # too many non-finite steps in a row: stop before saving
-        if every(done, cfg.log.sample_every, last) and acc.is_main_process:  # no collective (distgen.samples)
+        if every(done, cfg.log.sample_every, last) and acc.is_main_process:  # no collective (distgen.generation)
             sampler = ema.module if ema is not None else G
             grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
                              grid_cols)

@@ -1,9 +1,9 @@
 """How every sample grid and every evaluated image is generated: the sampling and evaluation invariants.
 
-    from distgen.samples import generate, generate_range, save_grid
+    from distgen.generation import generate, generate_range, save_grid, save_images
 
 Callers: the adversarial loop (grids on the main process, in-training FID on every rank),
-launch/evaluate.py and distgen/evaluation/fidelity.py. The rules, kept here and nowhere else:
+launch/evaluate.py, launch/sample.py and distgen/evaluation/fidelity.py. The rules, kept here and nowhere else:
 
 1. A throw-away copy. Images come from `sampler(G)`, a deep copy made per call; the generator
    being trained (or its EMA) never runs, so its BatchNorm buffers are the same whether or not
@@ -24,6 +24,7 @@ import copy
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.utils import save_image
 
@@ -90,3 +91,14 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images * 0.5 + 0.5, path, nrow=nrow, padding=2, pad_value=1.0)
     return path
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] N C H W -> uint8 N H W C, rounded as torchvision's save_image rounds."""
+    return (images.float() * 0.5 + 0.5).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def save_images(images: torch.Tensor, paths: list[Path]) -> None:
+    """One PNG per image ([-1, 1] N C H W): grey images as one-channel PNGs, RGB as RGB."""
+    for pixels, path in zip(to_uint8(images).numpy(), paths):
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
