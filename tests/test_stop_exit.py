@@ -98,7 +98,7 @@ def test_exit_code_and_outcome_file(tmp_path, monkeypatch, step, received, code,
     for var in ("ACCELERATE_MIXED_PRECISION", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DISTGEN_OUTCOME_FILE", str(tmp_path / "outcome"))
-    signals.note_end(SimpleNamespace(is_main_process=True), step, 10)
+    signals.note_end(SimpleNamespace(is_local_main_process=True), step, 10)
     assert signals.exit_code() == code
     assert (tmp_path / "outcome").read_text() == written + "\n"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # under a launcher: 0, the launcher decides

@@ -12,7 +12,7 @@ stop at the next boundary where the loop asks (every rank agrees there), write o
 A stopped run is not a finished one, so `train.py && evaluate.py` must not go on: `python launch/train.py`
 exits 128 + N after a stop on signal N (130 for Ctrl-C), as launch/launcher.py does. Started by a launcher
 (accelerate launch, torchrun) a training process exits 0, since those take any other status for a crash;
-under launch/launcher.py the main process writes "finished" or "stopped" to DISTGEN_OUTCOME_FILE, and the
+under launch/launcher.py each node's first process writes "finished" or "stopped" to DISTGEN_OUTCOME_FILE, and the
 launcher exits 0 for a run that finished (a signal after the last step stops nothing) and 128 + N else.
 Who sends them, and who must *not* act on them (the decisions, under proctrack/linuxproc and cgroup alike):
 
@@ -117,12 +117,12 @@ def _watch_parent() -> None:
 
 def note_end(acc, step: int, steps: int) -> None:
     """The run ends at `step` of `steps` (Run.finish, every rank): stopped early by a signal, or finished.
-    The main process tells launch/launcher.py which, through the file it names in DISTGEN_OUTCOME_FILE."""
+    Each node's first process tells its launch/launcher.py which, through the file named in DISTGEN_OUTCOME_FILE."""
     _stopped.clear()
     if step < steps:  # the loops end early only on a stop signal (errors raise)
         _stopped.append((received() or [0])[0])
     path = os.environ.get("DISTGEN_OUTCOME_FILE")
-    if path and acc.is_main_process:
+    if path and acc.is_local_main_process:
         with open(path, "w") as f:
             f.write(f"stopped {step}\n" if _stopped else f"finished {step}\n")
 
