@@ -6,12 +6,12 @@
 
 The command to use outside SLURM (a workstation, Kubernetes, LSF/PBS, a plain `kill`); launch/slurm/
 train.sbatch uses it too. SIGUSR1, SIGTERM or SIGINT (Ctrl-C) to this process is passed to the training
-processes, which stop at the next step boundary, write one checkpoint and exit; this process exits
-after them, with:
+processes, which stop at the next step boundary, write one checkpoint and exit; SIGHUP (the terminal or
+ssh session closed) stops them the same way, passed on as SIGTERM. This process exits after them, with:
 
-    0        the training finished
-    128 + N  it stopped cleanly on signal N (USR1: 138, TERM: 143, INT: 130); the same command with
-             --resume auto continues it. --stop-code C exits C instead (train.sbatch: 0, a clean requeue)
+    0        the training finished (also when the signal came after its last step: nothing to resume)
+    128 + N  it stopped cleanly on signal N (HUP: 129, USR1: 138, TERM: 143, INT: 130); the same command
+             with --resume auto continues it. --stop-code C exits C instead (train.sbatch: 0, a clean requeue)
     124      the training processes were still running --shutdown-timeout seconds (default 600)
              after the signal: they were killed (the checkpoint of the stop may be missing)
     other    the training failed: accelerate launch's exit code
@@ -32,10 +32,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PASSED_AS = {signal.SIGHUP: signal.SIGTERM}  # the training processes stop on USR1, TERM and INT
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 USAGE = ("usage: launcher.py [--shutdown-timeout S] [--stop-code C] [--accelerate PATH] "
          "[accelerate launch flags] launch/train.py RECIPE.yaml [key=value ...]")
@@ -83,6 +85,23 @@ def _child_setup() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def say(message: str) -> None:
+    """One line on stderr; a hung-up terminal (SIGHUP) may have taken stderr with it, and the stop goes on."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def outcome(path: Path) -> str:
+    """What the main training process wrote at its end (distgen/loops/signals.note_end): "finished",
+    "stopped", or "" when it wrote nothing (it ended before its run began)."""
+    try:
+        return path.read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def parse(argv: list[str]) -> tuple[float, int | None, str, list[str]]:
     timeout, stop_code, accelerate = 600.0, None, ""
     bin_accelerate = Path(sys.executable).parent / "accelerate"
@@ -114,10 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, frame: received.append(signum))
     # torchrun's --signals_to_handle (read from PET_SIGNALS_TO_HANDLE by the parser Accelerate fills):
     # without TERM and INT its elastic agent leaves them ignored, as _child_setup sets them
+    outcome_dir = tempfile.TemporaryDirectory(prefix="distgen-launcher-")
+    outcome_file = Path(outcome_dir.name) / "outcome"
     env = {**os.environ, "PET_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT", "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT",
-           "DISTGEN_SHUTDOWN_TIMEOUT": str(int(timeout))}
-    launcher = subprocess.Popen([accelerate, "launch", *rest], env=env, preexec_fn=_child_setup,
-                                start_new_session=True)
+           "DISTGEN_SHUTDOWN_TIMEOUT": str(int(timeout)), "DISTGEN_OUTCOME_FILE": str(outcome_file)}
+    with outcome_dir:
+        return _run([accelerate, "launch", *rest], env, timeout, stop_code, received, outcome_file)
+
+
+def _run(cmd: list[str], env: dict, timeout: float, stop_code: int | None, received: list[int],
+         outcome_file: Path) -> int:
+    launcher = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup, start_new_session=True)
     stop, deadline, told = 0, None, set()
     while True:
         try:
@@ -127,25 +153,28 @@ def main(argv: list[str] | None = None) -> int:
             pass
         if received and not stop:
             stop, deadline = received[0], time.monotonic() + timeout
-            print(f"launcher: {signal.Signals(stop).name}: the training processes stop at the next step "
-                  f"boundary with a checkpoint (waiting up to {timeout:.0f} s)", file=sys.stderr, flush=True)
+            passed = PASSED_AS.get(stop, stop)
+            say(f"launcher: {signal.Signals(stop).name}: the training processes stop at the next step boundary "
+                f"with a checkpoint (waiting up to {timeout:.0f} s)")
         if stop:
             # Each training process once, as soon as it has its handler (it may still be starting up).
-            ready = [p for p in children(launcher.pid) if p not in told and catches(p, stop)]
-            _kill(ready, stop)
+            ready = [p for p in children(launcher.pid) if p not in told and catches(p, passed)]
+            _kill(ready, passed)
             told.update(ready)
             if time.monotonic() > deadline:
-                print(f"launcher: the training processes did not stop within {timeout:.0f} s: killing them",
-                      file=sys.stderr, flush=True)
+                say(f"launcher: the training processes did not stop within {timeout:.0f} s: killing them")
                 workers = children(launcher.pid)
                 _kill([p for w in workers for p in children(w)] + workers, signal.SIGKILL)
                 os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait()
                 return 124
     if stop and code == 0:
+        if outcome(outcome_file) == "finished":  # the signal came after the last step: nothing to resume
+            say(f"launcher: {signal.Signals(stop).name} came after the last step: the training finished (exit 0)")
+            return 0
         code = stop_code if stop_code is not None else 128 + stop
-        print(f"launcher: stopped cleanly on {signal.Signals(stop).name} (exit {code}); the same command with "
-              f"--resume auto continues the run", file=sys.stderr, flush=True)
+        say(f"launcher: stopped cleanly on {signal.Signals(stop).name} (exit {code}); the same command with "
+            f"--resume auto continues the run")
     return code
 
 

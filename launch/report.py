@@ -53,7 +53,14 @@ from distgen.evaluation.plots import plot_panels, series, thumbnail
 from distgen.evaluation.runs import (is_number, load_run_dir, numeric_keys, read_config_tree, read_evals,
                                      read_facts, read_history, sample_grids, zero_throughout)
 
-COUNTS = ("num_samples", "num_reference", "kid_subset_size")  # bookkeeping, not curves
+# Bookkeeping of an evaluation, not results: no curve, not compared across runs (still in its table)
+SETTINGS = ("kid_subset_size", "pixel_threshold", "pixel_size")
+
+
+def is_count(key: str) -> bool:
+    """An evaluation key (without eval/) that counts or sets up rather than measures: num_samples,
+    num_reference, the VAE's num_test, num_pairs, the KID subset and pixel-accuracy settings."""
+    return key.startswith("num_") or key in SETTINGS
 THUMB_WIDTH = 256  # px, sample grids
 FIGURE_WIDTH = 640  # px, evaluation figures
 MOST_GRIDS = 12  # a run's grids shown: this many evenly spaced from the first, and the last
@@ -79,7 +86,7 @@ def figures(history: list[dict], evals: dict[int, dict], out: Path) -> tuple[lis
     eval_rows = [{"step": s, **{f"eval/{k}": v for k, v in r.items() if k != "step"}} for s, r in evals.items()]
     rows = history + eval_rows
     keys = [k for k in numeric_keys(rows)
-            if not (k.startswith("eval/") and (k[5:] in COUNTS or k.startswith("eval/acc_class_")))]
+            if not (k.startswith("eval/") and (is_count(k[5:]) or k.startswith("eval/acc_class_")))]
     zero = [k for k in keys if zero_throughout(rows, k)]
     keys = [k for k in keys if k not in zero]
     made = []
@@ -301,7 +308,7 @@ def counted(values: list[str]) -> str:
 def default_metrics(runs: list) -> list[str]:
     """The table's metrics without --metrics or a study's: the evaluation results (all final values if none)."""
     return [k for k in dict.fromkeys(k for r in runs for k in r.final)
-            if k.startswith("eval/") and k[5:] not in COUNTS and not k.startswith("eval/acc_class_")]
+            if k.startswith("eval/") and not is_count(k[5:]) and not k.startswith("eval/acc_class_")]
 
 
 def sweep_facts(sweep_dir: Path, manifest: dict, runs: list, keys: list[str], how: str) -> list[tuple[str, str]]:

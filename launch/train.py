@@ -6,6 +6,10 @@
 Overrides and flags go in any order (`train.py RECIPE --resume auto train.steps=1000`).
 `--dry-run` prints the resolved config and exits. `--resume auto` continues the newest run of the
 recipe (or run.dir=...) from checkpoints/latest, or starts fresh if there is none.
+Exit status: 0 when the run finished; 128 + N when signal N stopped it early with a checkpoint (130 for
+Ctrl-C, 143 for TERM: `--resume auto` continues it, and `train.py && evaluate.py` stops there); 2 for a
+recipe or data error, 3 for a training error. Under a launcher a stopped process exits 0 and the launcher
+decides (distgen/loops/signals.py).
 `--accept-new-data-order` resumes a checkpoint written under another world size, data.num_workers or
 mixed precision (refused otherwise; distgen/loops/checkpointer.py says why).
 """
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from distgen.loops.single import train
         train(cfg, args.resume)
+        return signals.exit_code()
     except (ConfigError, DataError) as exc:
         note_failure(str(exc))
         print(f"error: {exc}", file=sys.stderr)
@@ -75,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         note_failure(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
     python -m shards FORMAT --src RAW_DIR --out OUT_DIR [--size PX] [--split ...] [--samples-per-shard N]
         [--encoding auto|raw|png] [--workers N]
+    python -m shards folder --src MY_IMAGES --out OUT_DIR [--size PX] [--test-fraction F]  # your own images
     python -m shards index SRC [--out DIR/index.json] [--split NAME=PATTERN ...]   # shards from other tools
 
-FORMAT is one of celeba, faces, anime, mnistm, usps, svhn, maps, digits, digits-m (the last two
-are embedded in scikit-learn and take no --src). Writes OUT_DIR/{split}-000000.tar ... and
+FORMAT is one of celeba, faces, anime, mnistm, usps, svhn, maps, digits, digits-m, folder (digits
+and digits-m are embedded in scikit-learn and take no --src). Writes OUT_DIR/{split}-000000.tar ... and
 OUT_DIR/index.json (maps: OUT_DIR/A and OUT_DIR/B), then prints one summary line. A --src that
 holds no accepted layout stops with `error: ...` (exit code 2) before anything is written.
 `--workers` (default: all cores) read and encode images in parallel; `--encoding` (writer.py): raw
@@ -19,19 +20,20 @@ import os
 import sys
 
 from distgen.errors import DataError
-from shards import anime, celeba, digits, digits_m, faces, maps, mnistm, svhn, usps
+from shards import anime, celeba, digits, digits_m, faces, folder, maps, mnistm, svhn, usps
 from shards import index as index_command
 from shards.writer import ENCODINGS, ShardSetWriter
 
 FORMATS = {"celeba": celeba, "faces": faces, "anime": anime, "mnistm": mnistm, "usps": usps, "svhn": svhn,
-           "maps": maps, "digits": digits, "digits-m": digits_m}
+           "maps": maps, "digits": digits, "digits-m": digits_m, "folder": folder}
 SHOW_SKIPPED = 10  # file names in the summary line; index.json lists them all
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m shards", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description=__doc__.split("\n\nFORMAT")[0])
     sub = parser.add_subparsers(dest="format", metavar="FORMAT", required=True,
-                                help=f"one of: {', '.join(FORMATS)}")
+                                help=f"one of: {', '.join(FORMATS)}, index")
     for name, module in FORMATS.items():
         p = sub.add_parser(name, help=module.__doc__.splitlines()[0])
         p.add_argument("--out", required=True, help="output folder for the shards and index.json")

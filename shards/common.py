@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -127,8 +128,9 @@ def progress(items, desc: str, total: int | None = None, unit: str = "img"):
     return tqdm(items, desc=desc, unit=unit, total=total, mininterval=2.0, smoothing=0.1)
 
 
-def prepare(job: tuple) -> tuple[str, bytes] | None:
-    """One item -> (extension, encoded bytes), or None when its image cannot be read. Runs in a worker."""
+def prepare(job: tuple) -> tuple[str, bytes, tuple[int, int]] | None:
+    """One item -> (extension, encoded bytes, its size before fitting), or None when its image cannot be
+    read. Runs in a worker."""
     src, item, mode, size, crop, encoding = job
     from shards.writer import encode
 
@@ -138,27 +140,42 @@ def prepare(job: tuple) -> tuple[str, bytes] | None:
         image = None
     else:
         image = Image.fromarray(item.pixels).convert(mode)
-    return None if image is None else encode(fit(image, size, crop), encoding)
+    return None if image is None else (*encode(fit(image, size, crop), encoding), image.size)
+
+
+def describe_sizes(sizes: Counter) -> str:
+    """'48x48' or '28x28 to 300x200' (fewest and most pixels) for the sizes images had."""
+    small, large = (min(sizes, key=lambda s: (s[0] * s[1], s)), max(sizes, key=lambda s: (s[0] * s[1], s)))
+    return f"{small[0]}x{small[1]}" + (f" to {large[0]}x{large[1]}" if large != small else "")
 
 
 def write_items(writer, desc: str, src: Path | None, split: str, items: list[Item], mode: str,
                 size: int, crop: int = 0) -> None:
     """Read, fit, encode and write one split, in `writer.workers` processes; an image that cannot be read
-    is skipped and named in the index."""
+    is skipped and named in the index. When images are cropped or resized, one line says so."""
     jobs = ((src, item, mode, size, crop, writer.encoding) for item in items)
     workers = max(1, min(writer.workers, len(items) // 64 or 1))
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    sizes = Counter()
     try:  # imap keeps the order, so the shards do not depend on the number of workers
         results = pool.imap(prepare, jobs, chunksize=32) if pool else map(prepare, jobs)
         for item, encoded in zip(items, progress(results, f"{desc} {split}", total=len(items))):
             if encoded is None:
                 writer.skip(item.name)
                 continue
-            writer.add_encoded(split, item.key or sample_key(item.name), *encoded, cls=item.cls,
+            ext, data, original = encoded
+            sizes[original] += 1
+            writer.add_encoded(split, item.key or sample_key(item.name), ext, data, cls=item.cls,
                                meta={"file": item.name, **(item.meta or {})})
     finally:
         if pool:
             pool.terminate()
+    changed = Counter({s: n for s, n in sizes.items() if s != (size, size)})
+    if changed:  # never resize silently: a 48 px set trained as 64 px is the user's call to make
+        how = (f"centre-cropped to {crop}x{crop} and resized" if crop else
+               "resized" if all(w == h for w, h in changed) else "centre-cropped square and resized")
+        print(f"{desc} {split}: {how} {sum(changed.values())} of {sum(sizes.values())} images from "
+              f"{describe_sizes(changed)} px to {size}x{size} px (--size {size})")
 
 
 def list_images(src: Path, folder: str) -> list[str]:

@@ -61,9 +61,36 @@ def expand_pattern(root: str) -> list[str]:
     return urls
 
 
+# The converters of `python -m shards` (shards/__main__.py FORMATS; tests/test_data_hints.py keeps the two
+# in step): a missing shard folder named like one of them (data/celeba64, data/maps/A) is pointed at it.
+CONVERTERS = ("celeba", "faces", "anime", "mnistm", "usps", "svhn", "maps", "digits", "digits-m", "folder")
+EMBEDDED = ("digits", "digits-m")  # take no --src
+ROOT_KEYS = ("source", "target", "domain_a", "domain_b")  # data.* keys that name a shard folder besides root
+
+
+def root_key(data_cfg) -> str:
+    """The recipe key that named `data_cfg.root`: the loops pass each stream's folder as a copy of data with
+    root replaced (data.target, data.domain_a, ...), and errors must name the key the user set."""
+    return next((f"data.{k}" for k in ROOT_KEYS if getattr(data_cfg, k, "") == data_cfg.root), "data.root")
+
+
+def converter_hint(root: str) -> str:
+    """The command that makes the shard folder `root`: the converter its name suggests (data/celeba64 ->
+    celeba, data/maps/A -> maps), else the list of converters and `folder` for one's own images."""
+    path = Path(root)
+    if path.name in ("A", "B") and path.parent.name.lower().rstrip("0123456789_-") == "maps":
+        return f"`python -m shards maps --src RAW_DIR --out {path.parent}` (it writes {path.parent}/A and /B)"
+    stem = path.name.lower() if path.name.lower() in CONVERTERS else path.name.lower().rstrip("0123456789_-")
+    if stem in CONVERTERS and stem not in ("maps", "folder"):
+        return f"`python -m shards {stem}{'' if stem in EMBEDDED else ' --src RAW_DIR'} --out {root}`"
+    return (f"`python -m shards FORMAT --src RAW_DIR --out {root}` (FORMAT: "
+            f"{', '.join(c for c in CONVERTERS if c != 'folder')}), or for your own images "
+            f"`python -m shards folder --src IMAGES --out {root}`")
+
+
 def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
     """Read index.json of `data.root` (a folder), or of `data.index` when root is a URL pattern."""
-    root = data_cfg.root
+    root, key = data_cfg.root, root_key(data_cfg)
     if _is_pattern(root):
         index_path = Path(data_cfg.index) if data_cfg.index else Path(root.split("::")[0]).parent / "index.json"
     else:
@@ -75,9 +102,8 @@ def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
         elif Path(root).is_dir():
             hint = f"make one for the shards in it with `python -m shards index {root}`"
         else:
-            hint = (f"the folder does not exist; point data.root at a shard folder, e.g. one made by "
-                    f"`python -m shards digits --out {root}`")
-        raise DataError(f"data.root '{root}': no index.json at '{index_path}'; {hint}")
+            hint = f"the folder does not exist; point {key} at a shard folder, or make it with {converter_hint(root)}"
+        raise DataError(f"{key} '{root}': no index.json at '{index_path}'; {hint}")
     try:
         index = json.loads(index_path.read_text())
         splits = {s: [str(index_path.parent / name) for name in v["shards"]] for s, v in index["splits"].items()}
@@ -121,7 +147,18 @@ def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
 
 def split_urls(info: DataInfo, split: str, key: str) -> list[str]:
     if split not in info.splits or not info.splits[split]:
-        raise DataError(f"{key}: split '{split}' has no shards; the index has: {', '.join(info.splits)}")
+        have = [s for s, urls in info.splits.items() if urls]
+        urls = next((u for u in info.splits.values() if u), [])
+        folder = Path(urls[0]).parent if urls and _is_local(urls[0]) else Path("DIR")
+        fix = f"set {key} to one of them"
+        if key == "data.eval_split":  # evaluation needs held-out images the set was made without
+            fix = (f"set data.eval_split to one of them (data.eval_split={have[0] if have else 'train'} "
+                   f"evaluates on training images), or give the set a {split} split: "
+                   f"`python -m shards index {folder} --split {split}='PATTERN'` for shards of another tool "
+                   f"(a glob naming the held-out shards), or convert again with a test split "
+                   f"(`python -m shards folder ... --test-fraction 0.1`)")
+        raise DataError(f"{key}: split '{split}' has no shards; the index in '{folder}' has: "
+                        f"{', '.join(have) or 'no split with shards'}; {fix}")
     return info.splits[split]
 
 

@@ -263,6 +263,7 @@ class Run:
             self.bar.close()
         self.acc.wait_for_everyone()
         self.acc.end_training()  # finishes trackers and tears the process group down cleanly
+        signals.note_end(self.acc, self.step, self.cfg.train.steps)
         if self.acc.is_main_process:
             if self.record is not None:
                 self.record.end(self.step, self._why_early())

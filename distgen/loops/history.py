@@ -76,22 +76,31 @@ def _netrc_has(host: str) -> bool:
 
 def start_wandb(acc, cfg, run_dir: Path, step: int) -> None:
     """W&B through Accelerate's tracker (main process only). Without an API key it runs offline into
-    the run dir (sync later with `wandb sync RUN_DIR/wandb/offline-run-*`) and says so once. The run id is
-    kept in the run dir; a later start continues that W&B run rewound to its starting step
-    (`resume_from`, W&B's "rewind"), so W&B, like metrics.jsonl, holds each step once. Rewind is a
-    server-side feature in preview: where the server refuses it, the run continues with resume="allow"
-    and W&B keeps the old rows of the steps logged again (said once)."""
+    the run dir and says so, with the command that uploads it. The run id is kept in the run dir; a later
+    start continues that W&B run rewound to its starting step (`resume_from`, W&B's "rewind"), so W&B, like
+    metrics.jsonl, holds each step once. Rewind is a server-side feature in preview: where the server
+    refuses it, the run continues with resume="allow" and W&B keeps the old rows of the steps logged again
+    (said once).
+
+    Offline, W&B writes every start into a folder of its own, `wandb/offline-run-<time>-<id>`, the same id
+    for every session of the run (a resumed one records its rewind step), and cannot append to an earlier
+    one. `wandb sync` given all of them uploads them as one run, in the order they started: so the message
+    names them all by one pattern. Syncing only `wandb/latest-run` would upload the last session alone."""
     w = cfg.log.wandb
     mode = w.mode
     if mode == "auto":
         online = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has("api.wandb.ai")
         mode = "online" if online and os.environ.get("WANDB_MODE") != "offline" else "offline"
-        if mode == "offline":
-            tqdm.write(f"W&B: no API key, logging offline into {run_dir}/wandb (upload later with `wandb sync`)")
     id_file = run_dir / "wandb_id.txt"
     known = id_file.exists()
     run_id = id_file.read_text().strip() if known else uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
+    if mode == "offline":
+        sessions = len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) + 1
+        tqdm.write(f"W&B: {'no API key, ' if w.mode == 'auto' else ''}logging offline into {run_dir}/wandb; upload "
+                   f"later with `wandb sync {run_dir}/wandb/offline-run-*-{run_id}`"
+                   + (f" (all {sessions} sessions of W&B run {run_id} in one command: W&B uploads them in the order "
+                      f"they started, each resumed one rewound to its first step)" if sessions > 1 else ""))
     kwargs = {"dir": str(run_dir), "name": run_dir.name, "mode": mode, "entity": w.entity or None,
               "group": w.group or None, "tags": list(w.tags) or None}
     kwargs.update({"resume_from": f"{run_id}?_step={step}"} if known else {"id": run_id, "resume": "allow"})

@@ -4,9 +4,16 @@
                 signal is kept, not fatal; Guard calls it again
     received()  the stop signals seen so far; Guard.preempted() turns them into an all-rank decision
     requeue(acc, step)   after the stop checkpoint: ask SLURM to run the job again
+    note_end(acc, step, steps)   Run.finish: the run finished, or stopped early (for launch/launcher.py)
+    exit_code() launch/train.py's exit status: 128 + N after a stop on signal N, where no launcher decides
 
 SIGUSR1, SIGTERM and SIGINT all mean the same thing to a training process: finish the current step,
-stop at the next boundary where the loop asks (every rank agrees there), write one checkpoint and exit 0.
+stop at the next boundary where the loop asks (every rank agrees there), write one checkpoint and exit.
+A stopped run is not a finished one, so `train.py && evaluate.py` must not go on: `python launch/train.py`
+exits 128 + N after a stop on signal N (130 for Ctrl-C), as launch/launcher.py does. Started by a launcher
+(accelerate launch, torchrun) a training process exits 0, since those take any other status for a crash;
+under launch/launcher.py each node's first process writes "finished" or "stopped" to DISTGEN_OUTCOME_FILE, and the
+launcher exits 0 for a run that finished (a signal after the last step stops nothing) and 128 + N else.
 Who sends them, and who must *not* act on them (the decisions, under proctrack/linuxproc and cgroup alike):
 
 - The user or a scheduler other than SLURM signals launch/launcher.py (the command the README gives);
@@ -44,6 +51,7 @@ import time
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _received: list[int] = []
+_stopped: list[int] = []  # the signal the last run stopped on before its last step ([0]: a signal on another rank)
 
 
 def _handler(signum, frame):  # only records: the loop acts at the next step boundary it checks
@@ -105,6 +113,27 @@ def _watch_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watchdog, name="distgen-parent-watchdog", daemon=True).start()
+
+
+def note_end(acc, step: int, steps: int) -> None:
+    """The run ends at `step` of `steps` (Run.finish, every rank): stopped early by a signal, or finished.
+    Each node's first process tells its launch/launcher.py which, through the file named in DISTGEN_OUTCOME_FILE."""
+    _stopped.clear()
+    if step < steps:  # the loops end early only on a stop signal (errors raise)
+        _stopped.append((received() or [0])[0])
+    path = os.environ.get("DISTGEN_OUTCOME_FILE")
+    if path and acc.is_local_main_process:
+        with open(path, "w") as f:
+            f.write(f"stopped {step}\n" if _stopped else f"finished {step}\n")
+
+
+def exit_code() -> int:
+    """launch/train.py's exit status after a run that ended without an error: 0 when it finished; 128 + N
+    when it stopped early on signal N, unless started by a launcher (0: launch/launcher.py reads the outcome
+    file instead, and accelerate launch / torchrun would report any other status as a crashed worker)."""
+    if not _stopped or _started_by_a_launcher():
+        return 0
+    return 128 + (_stopped[0] or signal.SIGTERM)
 
 
 def requeue(acc, step: int) -> None:
