@@ -21,6 +21,13 @@ dense peak for the precision (tf32 for fp32; --peak-tflops to override). Ratios 
 configuration's images/s over the plain one (fp32, no channels_last, no compile) of the same family
 and batch. Ends with one JSON line; its "best" names the fastest settings per family and batch.
 
+Against a bare loop (--bare 1): every configuration also runs the same training written by hand on the
+same nets (benchmarks/bare_loops.py; captured as a CUDA graph when the configuration is), and the row's
+"vs_bare" is harness img/s over bare img/s (compile rows: over the eager bare loop). --captured 1 adds
+train.cuda_graph configurations. `make gpu-bench` is the issue-sized grid: dcgan, wgan_gp and sagan at
+batch 64 and 256, fp32 and bf16, eager / compile / captured, harness and bare, inside --budget-s seconds
+(configurations left over are listed as skipped, compile ones last).
+
 Without CUDA it says so and stops, unless --device cpu is given (a check of the script itself on
 tiny nets: tests/test_benchmarks.py).
 """
@@ -34,6 +41,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -52,7 +60,8 @@ PEAKS = {"H200": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},
          "L4": {"fp32": 60.0, "bf16": 121.0, "fp16": 121.0}}
 
 
-def config_for(family: str, batch: int, steps: int, device: str, width: int, channels_last: bool, compile_: bool):
+def config_for(family: str, batch: int, steps: int, device: str, width: int, channels_last: bool, compile_: bool,
+               captured: bool = False):
     """The recipe, fed from the digits shards' index (resized to 64x64 RGB) only so the loop can open
     its stream; the batches themselves come from memory."""
     from distgen import recipes
@@ -62,7 +71,8 @@ def config_for(family: str, batch: int, steps: int, device: str, width: int, cha
         f"model.width={width}", f"train.batch_size={batch}", f"train.steps={steps}",
         f"log.every={max(steps // 2, 1)}", f"log.sample_every={10 ** 9}", f"run.checkpoint_every={10 ** 9}",
         "eval.every=0", f"train.channels_last={str(bool(channels_last)).lower()}",
-        f"train.compile={'inductor' if compile_ else ''}", "run.dir=unused"])
+        f"train.compile={'inductor' if compile_ else ''}", f"train.cuda_graph={str(bool(captured)).lower()}",
+        "run.dir=unused"])
 
 
 def run_loop(cfg, device: str) -> list[dict]:
@@ -124,11 +134,22 @@ def worker(args) -> None:
         print(json.dumps({"flops": flops_per_step(args, args.family, args.batch)}))
         return
     cfg = config_for(args.family, args.batch, args.steps, args.device, args.width, args.channels_last,
-                     args.compile)
+                     args.compile, args.captured)
     rows = [r for r in run_loop(cfg, args.device) if "img/s" in r]
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device == "cuda" else 0.0
-    print(json.dumps({"img_s": rows[-1]["img/s"], "steps_s": rows[-1]["img/s"] / images_per_step(cfg),
-                      "peak_mem_gib": round(peak, 2)}))
+    out = {"img_s": rows[-1]["img/s"], "steps_s": rows[-1]["img/s"] / images_per_step(cfg),
+           "peak_mem_gib": round(peak, 2)}
+    if args.bare and not args.compile:  # the hand-written loop on the same nets, in the same process
+        from benchmarks.bare_loops import bare_rate
+
+        gen = torch.Generator().manual_seed(0)
+        real = (torch.rand(cfg.train.batch_size, 3, cfg.data.image_size, cfg.data.image_size, generator=gen) * 2
+                - 1).to(args.device)
+        if cfg.train.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        out["bare_img_s"] = round(bare_rate(cfg, args.device, args.precision, real, captured=bool(args.captured)), 2)
+        out["vs_bare"] = round(out["img_s"] / out["bare_img_s"], 4)
+    print(json.dumps(out))
 
 
 def images_per_step(cfg) -> int:
@@ -171,6 +192,11 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=list(ACCELERATE_PRECISION))
     parser.add_argument("--channels-last", nargs="+", type=int, default=[0, 1], choices=[0, 1], dest="channels_last_")
     parser.add_argument("--compile", nargs="+", type=int, default=[0, 1], choices=[0, 1], dest="compile_")
+    parser.add_argument("--captured", nargs="+", type=int, default=[0], choices=[0, 1], dest="captured_",
+                        help="1: train.cuda_graph configurations too (the step captured as a CUDA graph)")
+    parser.add_argument("--bare", type=int, default=0, choices=[0, 1], help="1: also time a hand-written loop")
+    parser.add_argument("--budget-s", type=float, default=0.0,
+                        help="stop starting configurations after this many seconds (0 = no limit)")
     parser.add_argument("--steps", type=int, default=60, help="generator steps per configuration (timed: the second half)")
     parser.add_argument("--flop-steps", type=int, default=2)
     parser.add_argument("--width", type=int, default=64, help="the recipes' width; smaller only for a quick check")
@@ -184,6 +210,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--channels-last-one", type=int, default=0, dest="channels_last", help=argparse.SUPPRESS)
     parser.add_argument("--compile-one", type=int, default=0, dest="compile", help=argparse.SUPPRESS)
+    parser.add_argument("--captured-one", type=int, default=0, dest="captured", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -193,37 +220,64 @@ def main() -> None:
         print(json.dumps({"benchmark": "gpu", "ratio": None, "skipped": "no CUDA device", "machine": machine()}))
         return
 
-    results, best, gains = [], {}, []
-    for family, batch in itertools.product(args.families, args.batches):
-        flops = child(args, flops=1, family=family, batch=batch)
-        if "error" in flops:
-            print(f"{family} batch {batch}: FLOP count failed ({flops['error']}); no MFU", flush=True)
-        flops = flops.get("flops", math.nan)
-        key, rows = f"{family}/{batch}", []
-        for precision, cl, comp in itertools.product(args.precisions, args.channels_last_, args.compile_):
-            r = child(args, family=family, batch=batch, precision=precision, channels_last_one=cl, compile_one=comp)
-            row = {"family": family, "batch": batch, "precision": precision, "channels_last": bool(cl),
-                   "compile": bool(comp), "flops_per_step": flops if math.isfinite(flops) else None, **r}
-            if "img_s" in r:
-                mfu = flops * r["steps_s"] / (peak_tflops(args, precision) * 1e12)
-                row["mfu"] = round(mfu, 4) if math.isfinite(mfu) else None
-                if key not in best or r["img_s"] > best[key]["img_s"]:
-                    best[key] = {k: row[k] for k in ("precision", "channels_last", "compile", "img_s", "mfu")}
-            rows.append(row)
-            print(f"{family:8s} batch {batch:4d} {precision:5s} channels_last={cl} compile={comp}: "
-                  + (f"{r['img_s']:9.1f} img/s  MFU {row['mfu']}" if "img_s" in r else f"failed: {r['error']}"),
-                  flush=True)
-        # ratios against the plain configuration (fp32, NCHW, eager), when it was in the grid and ran
-        plain = next((r["img_s"] for r in rows if "img_s" in r and (r["precision"], r["channels_last"],
-                                                                    r["compile"]) == ("fp32", False, False)), None)
+    clock = time.perf_counter()
+    results, best, gains, skipped, flops_of = [], {}, [], [], {}
+    modes = [(comp, cap) for comp in args.compile_ for cap in args.captured_ if not (comp and cap)]
+    modes.sort(key=lambda m: m[0])  # compile last: it is the slowest to start
+    grid = [(mode, family, batch, precision, cl) for mode in modes for family in args.families
+            for batch in args.batches for precision in args.precisions for cl in args.channels_last_]
+    for (comp, cap), family, batch, precision, cl in grid:
+        if args.budget_s and time.perf_counter() - clock > args.budget_s:
+            skipped.append(f"{family}/{batch}/{precision}/channels_last={cl}/{_mode(comp, cap)}")
+            continue
+        key = f"{family}/{batch}"
+        if key not in flops_of:
+            flops = child(args, flops=1, family=family, batch=batch)
+            if "error" in flops:
+                print(f"{family} batch {batch}: FLOP count failed ({flops['error']}); no MFU", flush=True)
+            flops_of[key] = flops.get("flops", math.nan)
+        flops = flops_of[key]
+        r = child(args, family=family, batch=batch, precision=precision, channels_last_one=cl, compile_one=comp,
+                  captured_one=cap, bare=args.bare)
+        row = {"family": family, "batch": batch, "precision": precision, "channels_last": bool(cl),
+               "compile": bool(comp), "captured": bool(cap), "mode": _mode(comp, cap),
+               "flops_per_step": flops if math.isfinite(flops) else None, **r}
+        if "img_s" in r:
+            mfu = flops * r["steps_s"] / (peak_tflops(args, precision) * 1e12)
+            row["mfu"] = round(mfu, 4) if math.isfinite(mfu) else None
+            if key not in best or r["img_s"] > best[key]["img_s"]:
+                best[key] = {k: row[k] for k in ("precision", "channels_last", "compile", "captured", "img_s", "mfu")}
+        results.append(row)
+        print(f"{family:8s} batch {batch:4d} {precision:5s} channels_last={cl} {row['mode']:8s}: "
+              + (f"{r['img_s']:9.1f} img/s  MFU {row['mfu']}" + (f"  vs bare {r['vs_bare']}" if "vs_bare" in r else "")
+                 if "img_s" in r else f"failed: {r['error']}"), flush=True)
+    # ratios against the plain configuration (fp32, NCHW, eager) of the same family and batch; compile rows
+    # against the eager bare loop of their precision
+    for key in {(r["family"], r["batch"]) for r in results}:
+        rows = [r for r in results if (r["family"], r["batch"]) == key]
+        plain = next((r["img_s"] for r in rows if "img_s" in r and (r["precision"], r["channels_last"], r["mode"])
+                      == ("fp32", False, "eager")), None)
         for row in rows:
             row["ratio"] = round(row["img_s"] / plain, 3) if plain and "img_s" in row else None
-        if plain and key in best:
-            gains.append(best[key]["img_s"] / plain)
-        results += rows
+            if row["compile"] and "img_s" in row:
+                bare = next((r.get("bare_img_s") for r in rows if r["mode"] == "eager" and r["precision"] ==
+                             row["precision"] and r["channels_last"] == row["channels_last"]), None)
+                if bare:
+                    row["bare_img_s"], row["vs_bare"] = bare, round(row["img_s"] / bare, 4)
+        name = f"{key[0]}/{key[1]}"
+        if plain and name in best:
+            gains.append(best[name]["img_s"] / plain)
     # ratio: the best configuration over the plain one, geometric mean over families and batches
+    versions = {"torch": torch.__version__, "cuda": torch.version.cuda,
+                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else args.device}
     finish("gpu", math.exp(sum(map(math.log, gains)) / len(gains)) if gains else None, best=best,
-           results=results, configurations=len(results), measured=sum("img_s" in r for r in results))
+           results=results, configurations=len(grid), measured=sum("img_s" in r for r in results),
+           skipped=skipped, wall_s=round(time.perf_counter() - clock, 1), **versions)
+
+
+def _mode(compile_: int, captured: int) -> str:
+    return "compile" if compile_ else "captured" if captured else "eager"
+
 
 if __name__ == "__main__":
     main()

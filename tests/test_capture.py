@@ -4,7 +4,6 @@ statistics -- gives exactly the eager stepper's weights, statistics and guard st
 The capture itself needs CUDA: `make gpu-check` runs it (launch/gpu_check.py, check "cuda_graph")."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from types import SimpleNamespace
 
