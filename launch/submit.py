@@ -23,7 +23,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distgen import recipes
+from distgen import plugins, recipes
 from distgen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,11 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
         "CPUS_PER_TASK": str(cpus), "TIME": args.time,
         "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(log_dir)),
         "EXTRA_SBATCH": "\n".join(line for line in extra if line), "WORKDIR": shlex.quote(str(ROOT)),
-        "EXPORTS": "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
+        "EXPORTS": "\n".join(line for line in (
+            "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
+            # the job starts in the repository: a plug-in family's folder (cwd, recipe folder) must reach it
+            f"export PYTHONPATH={shlex.quote(plugins.pythonpath())}${{PYTHONPATH:+:$PYTHONPATH}}  # plug-in families"
+            if plugins.found() else "") if line),
         "NPROC": str(args.nodes * per_node),
         # a port per job id, unless given: two jobs sharing a node must not share a rendezvous port
         "PORT": str(args.port) if args.port else "$((20000 + SLURM_JOB_ID % 20000))",

@@ -22,11 +22,11 @@ from distgen.config import PhaseConfig
 from distgen.data import load_info, split_urls, train_loader
 from distgen.ema import EMA
 from distgen.errors import ConfigError
-from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
+from distgen.recipes import family_class
 from distgen.samples import generate, save_grid
 
 
@@ -112,9 +112,9 @@ def evaluate_images(family, cfg, acc, G) -> dict:
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg, style="adversarial")
     run = Run(cfg, acc, resume)
-    streams = Streams(cfg, FAMILIES[cfg.family])
+    streams = Streams(cfg, family_class(cfg.family))
     set_seed(cfg.run.seed)  # identical initial weights on every rank
-    family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
+    family = family_class(cfg.family)(cfg, streams.family_info, acc.device)
     family.nets = convert_sync_bn(family.nets, cfg, acc)
     if acc.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32

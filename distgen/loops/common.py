@@ -23,13 +23,14 @@ from accelerate.utils import broadcast_object_list, gather_object
 from tqdm import tqdm
 
 from distgen import config as config_mod
-from distgen import stats
+from distgen import plugins, stats
 from distgen.loops import signals
 from distgen.checkpoint import info_to_meta
 from distgen.errors import ConfigError
 from distgen.loops import run_dir as run_dir_mod
 from distgen.loops.checkpointer import Checkpointer
 from distgen.loops.history import History, start_wandb
+from distgen.recipes import family_class
 
 
 class TrainState:
@@ -185,7 +186,8 @@ class Run:
             for sub in ("checkpoints", "samples", "eval", "report"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
             (self.dir / "config.yaml").write_text(config_mod.dump(self.cfg))
-            self.record = run_dir_mod.RunRecord(self.dir, self.checkpoints.topology, self.cfg.train.steps)
+            self.record = run_dir_mod.RunRecord(self.dir, self.checkpoints.topology, self.cfg.train.steps,
+                                                plugins.source(family_class(self.cfg.family)))
             self.record.start(step, self.resume_from)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             aside = self.dir / "abandoned" / f"{stamp}-after-step_{step}"
