@@ -64,7 +64,7 @@ def import_family(name: str, recipe_dir: str | Path | None = None):
     folders = _folders(recipe_dir)
     home = next((f for f, _ in folders if importlib.machinery.PathFinder.find_spec(top, [f]) is not None), None)
     if home is None and top not in sys.modules:
-        searched = "; ".join(f"{why} {f}" for f, why in folders if why != "PYTHONPATH")
+        searched = ", ".join(f"{why} {f}" for f, why in folders if why != "PYTHONPATH")
         raise ConfigError(f"family '{name}': module '{module_name}' was not found on PYTHONPATH, in {searched}; "
                           f"put {top}.py (or the package {top}/) in one of them or add its folder to PYTHONPATH")
     if home is not None:
