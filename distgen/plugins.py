@@ -38,18 +38,13 @@ def also_search(folder: str | Path) -> None:
 
 
 def _folders(recipe_dir: str | Path | None) -> list[tuple[str, str]]:
-    """(folder, why) in search order, each once: sys.path (PYTHONPATH), cwd, the recipe's folder."""
-    out: list[tuple[str, str]] = []
-    cwd = os.getcwd()
-    for entry in sys.path:
-        if entry and Path(entry).is_dir():
-            out.append((str(Path(entry).resolve()), "PYTHONPATH"))
-    out.append((cwd, "the working directory"))
+    """(folder, why) in search order: sys.path (PYTHONPATH), cwd, the recipe's folder."""
+    out = [(str(Path(e).resolve()), "PYTHONPATH") for e in sys.path if e and Path(e).is_dir()]
+    out.append((os.getcwd(), "the working directory"))
     out += [(f, "the launching command's working directory") for f in _extra]
     if recipe_dir is not None:
         out.append((str(Path(recipe_dir).resolve()), "the recipe's folder"))
-    seen: set[str] = set()
-    return [(f, why) for f, why in out if not (f in seen or seen.add(f))]
+    return out
 
 
 def import_family(name: str, recipe_dir: str | Path | None = None):
