@@ -121,6 +121,8 @@ def test_history_rewind_drops_later_eval_files_and_recomputes_the_summary(tmp_pa
 
     class Cfg:
         class log:
+            tensorboard = False
+
             class wandb:
                 enabled = False
 
