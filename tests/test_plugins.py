@@ -47,6 +47,19 @@ def home(digits, tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def judge(digits, tmp_path_factory) -> Path:
+    """A 5-step digit classifier: the judge of the judge_fid/coverage metrics (no Inception weights needed)."""
+    run_dir = tmp_path_factory.mktemp("judge") / "classifier"
+    result = main_in_process("launch/train.py", ["recipes/classifier_digits.yaml", *TINY_CLS, "train.steps=5",
+                                                 f"data.root={digits}", f"run.dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+EVALUATE = ["--metrics", "judge_fid,coverage", "--num-samples", "20"]
+
+
 def clean_env() -> dict:
     """A new process's environment: this venv first on PATH, only the repository on PYTHONPATH, no GPU."""
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT),
@@ -108,7 +121,7 @@ def test_unusable_family_names_are_one_line_each(home, tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "nowhere_module" in result.stderr
 
 
-def test_one_process_trains_resumes_evaluates_from_elsewhere_and_reports(home, digits, tmp_path):
+def test_one_process_trains_resumes_evaluates_from_elsewhere_and_reports(home, judge, tmp_path):
     run_dir = tmp_path / "hinge"
     first = train_py(str(home / "hinge.yaml"), f"run.dir={run_dir}", "train.steps=2")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -118,15 +131,11 @@ def test_one_process_trains_resumes_evaluates_from_elsewhere_and_reports(home, d
     assert all("D/margin_hits" in r for r in metrics(run_dir) if "G/adv" in r)  # the plug-in's loss ran
     assert_records_the_plugin(run_dir, home, world_size=1)
 
-    judge = tmp_path / "judge"
-    cls = train_py("recipes/classifier_digits.yaml", *TINY_CLS, "train.steps=5", f"data.root={digits}",
-                   f"run.dir={judge}")
-    assert cls.returncode == 0, cls.stderr[-3000:]
     # a new process in a folder without the module, and no PYTHONPATH to it: run.json leads to it
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    evaluated = subprocess.run([sys.executable, str(ROOT / "launch" / "evaluate.py"), str(run_dir), "--metrics",
-                                "judge_fid,coverage", "--classifier", str(judge), "--num-samples", "20"],
+    evaluated = subprocess.run([sys.executable, str(ROOT / "launch" / "evaluate.py"), str(run_dir), *EVALUATE,
+                                "--classifier", str(judge)],
                                cwd=elsewhere, env=clean_env(), capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads((run_dir / "eval" / "step_4.json").read_text())
@@ -137,16 +146,19 @@ def test_one_process_trains_resumes_evaluates_from_elsewhere_and_reports(home, d
     assert "hinge_gan:HingeGAN" in (run_dir / "report" / "index.md").read_text()
 
 
-def test_two_processes_train_and_resume(home, tmp_path):
+def test_two_processes_train_resume_and_evaluate(home, judge, tmp_path):
     run_dir = tmp_path / "hinge2"
-    for extra in (["train.steps=2"], ["--resume", "auto"]):
-        cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               "launch/train.py", str(home / "hinge.yaml"), f"run.dir={run_dir}", *extra]
-        result = run(cmd, {"ACCELERATE_USE_CPU": "1"}, timeout=600)
+    two = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no"]
+    for args in (["launch/train.py", str(home / "hinge.yaml"), f"run.dir={run_dir}", "train.steps=2"],
+                 ["launch/train.py", str(home / "hinge.yaml"), f"run.dir={run_dir}", "--resume", "auto"],
+                 ["launch/evaluate.py", str(run_dir), *EVALUATE, "--classifier", str(judge)]):
+        result = run([*two, "--main_process_port", str(free_port()), *args], {"ACCELERATE_USE_CPU": "1"}, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+        if args[0] == "launch/train.py":
+            assert_records_the_plugin(run_dir, home, world_size=2)
     assert steps(run_dir) == [2, 4]
-    assert_records_the_plugin(run_dir, home, world_size=2)
+    assert json.loads((run_dir / "eval" / "step_4.json").read_text())["judge_num_samples"] == 20
 
 
 def test_a_sweep_started_beside_the_module_carries_it_to_its_runs_and_its_slurm_array(home, tmp_path):
