@@ -103,8 +103,8 @@ def test_a_misspelt_key_of_the_plugin_is_one_line_naming_its_keys(home):
 
 def test_unusable_family_names_are_one_line_each(home, tmp_path):
     (tmp_path / "broken.py").write_text("import no_such_dependency\n")
-    (tmp_path / "dcgan_copy.py").write_text("from distgen.families.dcgan import DCGAN\n\n\nclass Copy(DCGAN):\n    pass\n\n\n"
-                                            "class NotOne:\n    pass\n")
+    (tmp_path / "dcgan_copy.py").write_text("from distgen.families.dcgan import DCGAN\n\n\n"
+                                            "class Copy(DCGAN):\n    pass\n\n\nclass NotOne:\n    pass\n")
     cases = {"nowhere_module:X": ["'nowhere_module' was not found", "PYTHONPATH", "the working directory",
                                   f"the recipe's folder {tmp_path.resolve()}", "nowhere_module.py"],
              "broken:X": ["importing module 'broken' failed", "ModuleNotFoundError", "no_such_dependency"],

@@ -50,7 +50,8 @@ def test_tensorboard_holds_the_logged_scalars_and_grids_and_a_resume_appends(dig
     assert [e.step for e in resumed.Images("samples")] == [2, 4, 6]
 
     # roll back to step 4 and train 4-6 again: TensorBoard shows step 6 once, as metrics.jsonl does
-    train("dcgan_digits_smoke", *common, "train.steps=6", "optim.lr_d=1e-3", resume=str(run_dir / "checkpoints" / "step_4"))
+    train("dcgan_digits_smoke", *common, "train.steps=6", "optim.lr_d=1e-3",
+          resume=str(run_dir / "checkpoints" / "step_4"))
     rolled = events(run_dir)
     assert [s for s, _ in scalars(rolled, "G/adv")] == [2, 4, 6]
     assert_same_as_metrics(run_dir, rolled, "D/real")
