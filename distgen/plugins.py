@@ -66,8 +66,8 @@ def import_family(name: str, recipe_dir: str | Path | None = None):
         if home not in sys.path:
             sys.path.append(home)  # its sibling modules import too, as in a script run from that folder
         loaded = sys.modules.get(top)
-        spec = importlib.machinery.PathFinder.find_spec(top, [home])
-        if loaded is not None and getattr(loaded, "__file__", None) != spec.origin:
+        origin = importlib.machinery.PathFinder.find_spec(top, [home]).origin
+        if loaded is not None and not _same_file(getattr(loaded, "__file__", None), origin):
             for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
                 del sys.modules[key]  # another file of that name was imported before: take the one found here
         if home not in _found:
@@ -95,6 +95,12 @@ def import_family(name: str, recipe_dir: str | Path | None = None):
     if cls.STYLE not in ("single", "adversarial"):
         raise ConfigError(f"family '{name}' has STYLE {cls.STYLE!r}; valid choices: single, adversarial")
     return cls
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """The same file however reached (a symlinked folder on PYTHONPATH): then the module is not imported
+    again, and a class resolved twice is one class."""
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def source(cls) -> dict:

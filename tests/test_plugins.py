@@ -93,6 +93,17 @@ def test_the_docs_example_is_a_hinge_loss_family_with_its_own_key(home):
     assert family.g_terms(fake)["G/adv"].item() == pytest.approx(-(-2 + 0 + 1) / 3)
 
 
+def test_a_family_resolved_twice_is_one_class_also_through_a_symlinked_folder(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "hinge_linked.py").write_text(doc_example())
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.syspath_prepend(str(tmp_path / "link"))
+    first = recipes.family_class("hinge_linked:HingeGAN")
+    assert recipes.family_class("hinge_linked:HingeGAN") is first
+    cfg = recipes.from_dict({"family": "hinge_linked:HingeGAN"})
+    assert isinstance(cfg.model, recipes.family_class(cfg.family).ModelConfig)
+
+
 def test_a_misspelt_key_of_the_plugin_is_one_line_naming_its_keys(home):
     result = train_py(str(home / "hinge.yaml"), "model.margn=1", "--dry-run")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
