@@ -41,6 +41,15 @@ def seconds(time: str) -> int:
     return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
+def exports(args) -> str:
+    """The job script's environment lines."""
+    lines = [] if args.gpus_per_node else ["export ACCELERATE_USE_CPU=1  # a CPU-only job"]
+    if plugins.found():  # the job starts in the repository: a plug-in family's folder (cwd, recipe's) must reach it
+        path = shlex.quote(plugins.pythonpath())
+        lines.append(f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}  # plug-in families (docs/plugins.md)")
+    return "\n".join(lines)
+
+
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
     """entry replaces launch/train.py (e.g. launch/sweep_task.py MANIFEST); extra_sbatch adds header lines."""
     cfg = recipes.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
@@ -63,11 +72,7 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
         "CPUS_PER_TASK": str(cpus), "TIME": args.time,
         "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(log_dir)),
         "EXTRA_SBATCH": "\n".join(line for line in extra if line), "WORKDIR": shlex.quote(str(ROOT)),
-        "EXPORTS": "\n".join(line for line in (
-            "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
-            # the job starts in the repository: a plug-in family's folder (cwd, recipe folder) must reach it
-            f"export PYTHONPATH={shlex.quote(plugins.pythonpath())}${{PYTHONPATH:+:$PYTHONPATH}}  # plug-in families"
-            if plugins.found() else "") if line),
+        "EXPORTS": exports(args),
         "NPROC": str(args.nodes * per_node),
         # a port per job id, unless given: two jobs sharing a node must not share a rendezvous port
         "PORT": str(args.port) if args.port else "$((20000 + SLURM_JOB_ID % 20000))",
