@@ -154,10 +154,10 @@ def worker(args) -> None:
 
 def images_per_step(cfg) -> int:
     """Real images one generator step consumes (every D phase repeat takes a batch)."""
-    from distgen.families import FAMILIES
+    from distgen.recipes import family_class
     from distgen.loops.adversarial import phases_of
 
-    family_cls = FAMILIES[cfg.family]
+    family_cls = family_class(cfg.family)
     phases = [p for p in phases_of(cfg, family_cls) if p.spec.uses_data]
     # a phase with `every` k runs on one step in k; each optimizer step takes grad_accum micro-batches
     return cfg.train.batch_size * cfg.train.grad_accum * sum(p.repeat / p.every for p in phases)

@@ -14,10 +14,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from distgen import config, recipes
+from distgen import config, plugins, recipes
 from distgen.data import DataInfo
 from distgen.errors import ConfigError
-from distgen.families import FAMILIES
 
 
 def info_to_meta(info: DataInfo) -> dict:
@@ -43,6 +42,17 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str = "latest") -> Path:
     return ckpt.resolve()
 
 
+def plugin_folder(run_dir: Path) -> Path | None:
+    """Where the run's plug-in family module was imported from (run.json's family_module and family_file),
+    so evaluate.py and friends find it from any folder; None for built-in families and older runs."""
+    try:
+        facts = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    module, file = facts.get("family_module"), facts.get("family_file")
+    return plugins.import_root(module, file) if module and file else None
+
+
 def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
              use_ema: bool = True):
     """(config, family with loaded nets in eval-ready state, step) of a run's checkpoint."""
@@ -50,11 +60,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ConfigError(f"'{run_dir}' is not a run dir (no config.yaml); pass the folder train.py printed")
-    cfg = recipes.from_dict(config.upgrade(yaml.safe_load(cfg_path.read_text())))
+    cfg = recipes.from_dict(config.upgrade(yaml.safe_load(cfg_path.read_text())), plugin_folder(run_dir))
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     meta = json.loads((ckpt / "meta.json").read_text())
     info = _info(meta["data_info"])
-    family = FAMILIES[cfg.family](cfg, info, device)
+    family = recipes.family_class(cfg.family)(cfg, info, device)
     for name, file in meta["family_nets"].items():
         family.nets[name].load_state_dict(load_file(str(ckpt / file), device=str(device)))
     ema_file = meta["custom"].get("ema")

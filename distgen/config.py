@@ -134,6 +134,9 @@ class LogConfig:
     every: int = 50
     sample_every: int = 500
     wandb: WandbConfig = field(default_factory=lambda: WandbConfig())
+    # TensorBoard event files in RUN_DIR/tensorboard (no account): the metrics, eval results and sample
+    # grids W&B gets (`tensorboard --logdir RUN_DIR/tensorboard`, or --logdir runs for every run)
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distgen import recipes
+from distgen import plugins, recipes
 from distgen.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,15 @@ def seconds(time: str) -> int:
     else:
         h, m, s = {1: [0, parts[0], 0], 2: [0, *parts], 3: parts}[len(parts)]
     return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+def exports(args) -> str:
+    """The job script's environment lines."""
+    lines = [] if args.gpus_per_node else ["export ACCELERATE_USE_CPU=1  # a CPU-only job"]
+    if plugins.found():  # the job starts in the repository: a plug-in family's folder (cwd, recipe's) must reach it
+        path = shlex.quote(plugins.pythonpath())
+        lines.append(f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}  # plug-in families (docs/plugins.md)")
+    return "\n".join(lines)
 
 
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
@@ -63,7 +72,7 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
         "CPUS_PER_TASK": str(cpus), "TIME": args.time,
         "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(log_dir)),
         "EXTRA_SBATCH": "\n".join(line for line in extra if line), "WORKDIR": shlex.quote(str(ROOT)),
-        "EXPORTS": "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
+        "EXPORTS": exports(args),
         "NPROC": str(args.nodes * per_node),
         # a port per job id, unless given: two jobs sharing a node must not share a rendezvous port
         "PORT": str(args.port) if args.port else "$((20000 + SLURM_JOB_ID % 20000))",

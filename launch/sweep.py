@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import submit  # launch/submit.py (this script's folder is on sys.path): the array job is its job
+from distgen import plugins
 from distgen import sweep as sw
 from distgen.errors import ConfigError
 
@@ -67,8 +68,11 @@ def build(args) -> tuple[sw.Sweep, list[dict], Path]:
     sweep.name = sw.safe(args.name) if args.name else (sweep.name or sw.default_name(list(sweep.recipes), sweep.axes))
     root = Path(repo_path(args.root))
     runs = sw.expand(sweep)
+    plugins.also_search(os.getcwd())  # a plug-in family next to the caller is found from the repo too
     os.chdir(ROOT)
     sw.validate(sweep, runs, root)
+    # the runs (and a SLURM array's tasks) start in the repository: give them the plug-in families' folders
+    os.environ["PYTHONPATH"] = plugins.pythonpath(os.environ.get("PYTHONPATH"))
     return sweep, runs, root
 
 

@@ -25,7 +25,6 @@ if __name__ == "__main__":  # first, before the heavy imports: a stop signal dur
 
 from distgen import config, recipes  # noqa: E402
 from distgen.errors import ConfigError, DataError, TrainingError  # noqa: E402
-from distgen.families import FAMILIES  # noqa: E402
 from distgen.loops.run_dir import note_failure  # noqa: E402
 
 
@@ -35,7 +34,7 @@ INCEPTION_METRICS = ("fid", "isc", "kid", "prc")
 def check_inception_weights(cfg) -> None:
     """Periodic FID/IS/KID/PRC in training need local InceptionV3 weights: say so before training starts,
     in the recipe's terms (the loop checks again; this wording names the keys a train.py user sets)."""
-    if FAMILIES[cfg.family].STYLE != "adversarial" or cfg.eval.every <= 0:
+    if recipes.family_class(cfg.family).STYLE != "adversarial" or cfg.eval.every <= 0:
         return
     if not any(m in INCEPTION_METRICS for m in cfg.eval.metrics):
         return
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(config.dump(cfg), end="")
             return 0
         check_inception_weights(cfg)
-        if FAMILIES[cfg.family].STYLE == "adversarial":
+        if recipes.family_class(cfg.family).STYLE == "adversarial":
             from distgen.loops.adversarial import train
         else:
             from distgen.loops.single import train

@@ -121,6 +121,8 @@ def test_history_rewind_drops_later_eval_files_and_recomputes_the_summary(tmp_pa
 
     class Cfg:
         class log:
+            tensorboard = False
+
             class wandb:
                 enabled = False
 
@@ -146,11 +148,14 @@ def test_history_rewind_drops_later_eval_files_and_recomputes_the_summary(tmp_pa
 def test_wandb_continues_its_run_rewound_to_the_resumed_step(tmp_path):
     """W&B's own rewind (resume_from="<id>?_step=<N>"), not resume="allow", which drops the re-logged steps."""
     from distgen import recipes
-    from distgen.loops.history import start_wandb
+    from distgen.loops.history import start_trackers as start_wandb
 
     class Acc:
         def init_trackers(self, project, config=None, init_kwargs=None):
             self.kwargs = init_kwargs["wandb"]
+
+        def get_tracker(self, name):
+            return type("Tracker", (), {"store_init_configuration": lambda self, config: None})()
 
     cfg = recipes.load(str(ROOT / SMOKE), ["log.wandb.enabled=true", "log.wandb.mode=offline"])
     acc = Acc()

@@ -22,7 +22,6 @@ from distgen.config import PhaseConfig
 from distgen.data import load_info, split_urls, train_loader
 from distgen.ema import EMA
 from distgen.errors import ConfigError
-from distgen.families import FAMILIES
 from distgen.families.base import PhaseSpec
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
 from distgen.loops import capture
@@ -31,6 +30,7 @@ from distgen.loops.nets import convert_sync_bn  # noqa: F401 (its old home)
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
 from distgen.generation import generate, save_grid
+from distgen.recipes import family_class
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ def evaluate_images(family, cfg, acc, G) -> dict:
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg, style="adversarial")
     run = Run(cfg, acc, resume)
-    streams = Streams(cfg, FAMILIES[cfg.family])
+    streams = Streams(cfg, family_class(cfg.family))
     set_seed(cfg.run.seed)  # identical initial weights on every rank
-    family = FAMILIES[cfg.family](cfg, streams.family_info, acc.device)
+    family = family_class(cfg.family)(cfg, streams.family_info, acc.device)
     if cfg.train.cuda_graph:
         capture.check(cfg, acc, family)  # before anything is built: what it cannot capture, by name
     family.nets = prepare_nets.before_prepare(family.nets, cfg, acc)

@@ -19,17 +19,18 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object
 from tqdm import tqdm
 
 from distgen import config as config_mod
-from distgen import stats
+from distgen import plugins, stats
 from distgen.loops import signals
 from distgen.checkpoint import info_to_meta
 from distgen.errors import ConfigError
 from distgen.loops import run_dir as run_dir_mod
 from distgen.loops.checkpointer import Checkpointer
-from distgen.loops.history import History, start_wandb
+from distgen.loops.history import History, start_trackers
+from distgen.recipes import family_class
 
 
 class TrainState:
@@ -71,7 +72,12 @@ def make_accelerator(cfg, style: str = "single") -> Accelerator:
     # A dead peer fails every collective after this long instead of hanging the job forever.
     pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.collective_timeout))
     # step_scheduler_with_optimizer=False: a scheduler.step() is one step, whatever the process count.
-    acc = Accelerator(kwargs_handlers=[ddp, pg], log_with="wandb" if cfg.log.wandb.enabled else None,
+    # Trackers: W&B and/or TensorBoard (started by Run.start through history.start_trackers). TensorBoard
+    # needs a logging_dir now, but the run dir is chosen after the Accelerator exists (Run, on rank 0):
+    # "." holds the place and Run.start points it at RUN_DIR/tensorboard before any tracker starts.
+    log_with = [name for name, on in (("wandb", cfg.log.wandb.enabled), ("tensorboard", cfg.log.tensorboard)) if on]
+    acc = Accelerator(kwargs_handlers=[ddp, pg], log_with=log_with or None,
+                      project_config=ProjectConfiguration(logging_dir=".") if cfg.log.tensorboard else None,
                       gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
     plugin = acc.state.deepspeed_plugin
     if plugin is not None:
@@ -179,13 +185,15 @@ class Run:
 
     def start(self, step: int) -> None:
         """Training begins at `step`: write config.yaml and run.json, make every history hold steps <= `step`
-        only (moving a crashed or abandoned branch aside, said once), start W&B and the progress bar."""
+        only (moving a crashed or abandoned branch aside, said once), start W&B / TensorBoard and the
+        progress bar."""
         self.step = step
         if self.acc.is_main_process:
             for sub in ("checkpoints", "samples", "eval", "report"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
             (self.dir / "config.yaml").write_text(config_mod.dump(self.cfg))
-            self.record = run_dir_mod.RunRecord(self.dir, self.checkpoints.topology, self.cfg.train.steps)
+            self.record = run_dir_mod.RunRecord(self.dir, self.checkpoints.topology, self.cfg.train.steps,
+                                                plugins.source(family_class(self.cfg.family)))
             self.record.start(step, self.resume_from)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             aside = self.dir / "abandoned" / f"{stamp}-after-step_{step}"
@@ -194,8 +202,8 @@ class Run:
             if moved:
                 tqdm.write(f"resuming at step {step}: moved the records of later steps (a crashed or abandoned "
                            f"branch) to {aside}: {', '.join(moved)}")
-            if self.cfg.log.wandb.enabled:
-                start_wandb(self.acc, self.cfg, self.dir, step)
+            if self.cfg.log.wandb.enabled or self.cfg.log.tensorboard:
+                start_trackers(self.acc, self.cfg, self.dir, step)
             self._started = True
         self.acc.wait_for_everyone()
         self.bar = tqdm(total=self.cfg.train.steps, initial=step, disable=not self.acc.is_main_process,
@@ -228,7 +236,7 @@ class Run:
             self.history.write_eval(step, result)
 
     def log_image(self, step: int, name: str, path: Path) -> None:
-        """A PNG (a sample grid) to W&B; main process only, like every tracker call."""
+        """A PNG (a sample grid) to W&B and TensorBoard; main process only, like every tracker call."""
         if self.acc.is_main_process:
             self.history.log_image(step, name, path)
 

@@ -1,4 +1,4 @@
-"""A run's history: metrics.jsonl, eval/*.json, summary.json, samples/ and W&B, each step exactly once.
+"""A run's history: metrics.jsonl, eval/*.json, summary.json, samples/, W&B and TensorBoard, each step once.
 
     run = Run(cfg, accelerator, resume); run.start(step); run.log(...); run.write_eval(...)   (the loops)
 
@@ -9,7 +9,8 @@ that survived. `rewind(step)` runs before the first new row:
   - eval/ and samples/ files of later steps (step_<N>.json, <kind>_step_<N>.png, step_<N>.png) move aside,
   - summary.json (last and best of every eval metric) is recomputed from the eval files that remain,
   - W&B continues the same run rewound to that step (`wandb.init(resume_from="<id>?_step=<N>")`,
-    which wandb records offline too and applies when the offline run is synced; see start_wandb).
+    which wandb records offline too and applies when the offline run is synced; see start_trackers),
+  - TensorBoard hides the later steps' events (a new event file with purge_step; see start_trackers).
 What moves aside goes to RUN_DIR/abandoned/<time>-after-step_<N>/ (rows to its metrics.jsonl), so nothing
 is deleted. Rows are appended with one write and flushed, so a kill leaves at most one cut last line.
 """
@@ -74,18 +75,32 @@ def _netrc_has(host: str) -> bool:
         return False
 
 
-def start_wandb(acc, cfg, run_dir: Path, step: int) -> None:
-    """W&B through Accelerate's tracker (main process only). Without an API key it runs offline into
-    the run dir and says so, with the command that uploads it. The run id is kept in the run dir; a later
-    start continues that W&B run rewound to its starting step (`resume_from`, W&B's "rewind"), so W&B, like
-    metrics.jsonl, holds each step once. Rewind is a server-side feature in preview: where the server
-    refuses it, the run continues with resume="allow" and W&B keeps the old rows of the steps logged again
-    (said once).
+def start_trackers(acc, cfg, run_dir: Path, step: int) -> None:
+    """W&B and/or TensorBoard through Accelerate's trackers, started together (main process only).
+
+    TensorBoard writes event files into RUN_DIR/tensorboard/<log.wandb.project> (Accelerate's tracker
+    names its folder after the project, which the trackers share). A later start opens a new event file
+    there with `purge_step` = the resumed step + 1, so TensorBoard hides the events of later steps an
+    earlier session wrote: like metrics.jsonl, it shows each step once. The config goes in as text.
+
+    W&B: without an API key it runs offline into the run dir and says so once, with the command that
+    uploads it. The run id is kept in the run dir; a later start
+    continues that W&B run rewound to its starting step (`resume_from`, W&B's "rewind"), so W&B, too,
+    holds each step once. Rewind is a server-side feature in preview: where the server refuses it, the
+    run continues with resume="allow" and W&B keeps the old rows of the steps logged again (said once).
 
     Offline, W&B writes every start into a folder of its own, `wandb/offline-run-<time>-<id>`, the same id
     for every session of the run (a resumed one records its rewind step), and cannot append to an earlier
     one. `wandb sync` given all of them uploads them as one run, in the order they started: so the message
     names them all by one pattern. Syncing only `wandb/latest-run` would upload the last session alone."""
+    init: dict = {}
+    if cfg.log.tensorboard:
+        acc.project_configuration.logging_dir = str(run_dir / "tensorboard")  # make_accelerator left "."
+        init["tensorboard"] = {"purge_step": step + 1}
+    if not cfg.log.wandb.enabled:
+        acc.init_trackers(cfg.log.wandb.project, init_kwargs=init)
+        acc.get_tracker("tensorboard").log({"config": f"<pre>{config_mod.dump(cfg)}</pre>"}, step=step)
+        return
     w = cfg.log.wandb
     mode = w.mode
     if mode == "auto":
@@ -105,15 +120,21 @@ def start_wandb(acc, cfg, run_dir: Path, step: int) -> None:
               "group": w.group or None, "tags": list(w.tags) or None}
     kwargs.update({"resume_from": f"{run_id}?_step={step}"} if known else {"id": run_id, "resume": "allow"})
     try:
-        acc.init_trackers(w.project, config=config_mod.to_dict(cfg), init_kwargs={"wandb": kwargs})
+        acc.init_trackers(w.project, init_kwargs={**init, "wandb": kwargs})
     except Exception as exc:  # wandb raises its own CommError/UsageError when the server refuses rewind
         if not known:
             raise
         tqdm.write(f"W&B: could not rewind run {run_id} to step {step} ({exc}); continuing it without rewind, "
                    f"so W&B keeps the earlier rows of steps after {step}")
         kwargs.pop("resume_from")
-        acc.init_trackers(w.project, config=config_mod.to_dict(cfg),
-                          init_kwargs={"wandb": {**kwargs, "id": run_id, "resume": "allow"}})
+        # init_trackers made every tracker, then started them in log_with's order, W&B first: it failed
+        # before TensorBoard's started. Make them again, once each.
+        acc.trackers.clear()
+        acc.init_trackers(w.project, init_kwargs={**init, "wandb": {**kwargs, "id": run_id, "resume": "allow"}})
+    # one config per tracker, in its own form: W&B's nested config, TensorBoard's text
+    acc.get_tracker("wandb").store_init_configuration(config_mod.to_dict(cfg))
+    if cfg.log.tensorboard:
+        acc.get_tracker("tensorboard").log({"config": f"<pre>{config_mod.dump(cfg)}</pre>"}, step=step)
 
 
 class History:
@@ -122,7 +143,8 @@ class History:
     def __init__(self, run_dir: Path, cfg, acc):
         self.dir, self.cfg, self.acc = run_dir, cfg, acc
         self.metrics = run_dir / "metrics.jsonl"
-        self.wandb = cfg.log.wandb.enabled
+        self.wandb, self.tensorboard = cfg.log.wandb.enabled, cfg.log.tensorboard
+        self.trackers = self.wandb or self.tensorboard
 
     def rewind(self, step: int, aside: Path) -> list[str]:
         """Move every record of steps after `step` to `aside`; return what moved (for one message)."""
@@ -156,7 +178,7 @@ class History:
     def log(self, row: dict) -> None:
         step = row["step"]
         self._append(row)
-        if self.wandb:
+        if self.trackers:
             self.acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
 
     def write_eval(self, step: int, result: dict) -> None:
@@ -164,14 +186,20 @@ class History:
         (self.dir / "eval" / f"step_{step}.json").write_text(json.dumps({"step": step, **result}, indent=1))
         self._write_summary()
         self._append({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
-        if self.wandb:
+        if self.trackers:
             self.acc.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}, step=step)
 
     def log_image(self, step: int, name: str, path: Path) -> None:
         if self.wandb:
             import wandb
 
-            self.acc.log({name: wandb.Image(str(path))}, step=step)
+            self.acc.get_tracker("wandb").log({name: wandb.Image(str(path))}, step=step)
+        if self.tensorboard:
+            import numpy as np
+            from PIL import Image
+
+            image = np.asarray(Image.open(path).convert("RGB"))[None]  # one image, NHWC uint8
+            self.acc.get_tracker("tensorboard").log_images({name: image}, step=step, dataformats="NHWC")
 
     def _append(self, row: dict) -> None:
         with open(self.metrics, "a") as f:

@@ -16,8 +16,9 @@ SLURM requeue) never blocks. flock rather than a pid file because a pid file can
 from a live one on another host.
 
 Recording: RUN_DIR/run.json holds the facts a config.yaml cannot: the command line, the distgen git
-commit, world size, machines, data.num_workers, mixed precision, host, when it started and ended, and
-whether it stopped early and why. Each resume appends the previous session to "sessions".
+commit, world size, machines, data.num_workers, mixed precision, host, the family's module and its file
+(a plug-in family's is found again from them), when it started and ended, and whether it stopped early
+and why. Each resume appends the previous session to "sessions".
 
 A start that fails before training (bad data path, missing Inception weights, a refused lock) removes
 the run dir it created, so no empty run dirs pile up.
@@ -187,10 +188,11 @@ def git_commit() -> dict:
 class RunRecord:
     """RUN_DIR/run.json: what ran, where, and how it ended (main process only)."""
 
-    def __init__(self, run_dir: Path, topology: dict, steps: int):
+    def __init__(self, run_dir: Path, topology: dict, steps: int, family: dict | None = None):
+        """`family`: where the family class came from (family_module, family_file: distgen/plugins.py)."""
         self.path, self.steps = run_dir / "run.json", steps
         self.facts = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [], **git_commit(),
-                      **topology, "host": socket.gethostname(), "train_steps": steps}
+                      **topology, **(family or {}), "host": socket.gethostname(), "train_steps": steps}
         self.data: dict = {}
 
     def start(self, step: int, resumed_from: Path | None) -> None:

@@ -36,12 +36,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from distgen import stats
 from distgen.data import eval_batches, load_info, split_urls, train_loader
 from distgen.errors import ConfigError
-from distgen.families import FAMILIES
 from distgen.families.base import build_optimizer
 from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_accelerator, to_device
 from distgen.loops import nets as prepare_nets
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
+from distgen.recipes import family_class
 
 ONE = ""  # the name of the only stream of a single-stream family
 
@@ -127,7 +127,7 @@ def engine_dtype(acc) -> torch.dtype | None:
 def train(cfg, resume: str | None = None) -> str:
     acc = make_accelerator(cfg)
     run = Run(cfg, acc, resume)
-    family_cls = FAMILIES[cfg.family]
+    family_cls = family_class(cfg.family)
     trains, evals = streams(family_cls, cfg, "train"), streams(family_cls, cfg, "eval")
     info = next(iter(evals.values()))[1]  # what the nets are built for (DANN: the source domain)
     set_seed(cfg.run.seed)  # identical initial weights on every rank
