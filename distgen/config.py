@@ -86,7 +86,7 @@ class TrainConfig:
     ema_kimg: float = 0.0
     ema_rampup: float = 0.05  # the half-life is at most this fraction of the images seen so far (0 = no ramp-up)
     grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
-    sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
+    sync_bn: bool = True  # BatchNorm over every process's batch (distgen/sync_batchnorm.py), any device
     max_nonfinite: int = 10  # skip steps with non-finite gradients; stop after this many in a row (0 = no check)
     # speed switches (docs/benchmarks.md says what they buy and where):
     channels_last: bool = False  # NHWC memory format for nets and images (tensor cores on GPUs)
