@@ -14,7 +14,7 @@ per layer and per training step:
 
 with fixed shapes (a rank whose batch is empty contributes zeros and a count of 0), no `.item()`, no
 boolean masks, through the default process group of torch.distributed (gloo, NCCL, ...). Without a
-process group, with one process, or in eval mode it is plain BatchNorm. Running statistics update as
+process group, or in eval mode, it is torch's BatchNorm. Running statistics update as
 torch's BatchNorm does (momentum, or a cumulative average when momentum is None; unbiased variance of
 the global batch in running_var). Gradients of weight and bias are this rank's share, which DDP then
 averages, as with torch's SyncBatchNorm.
@@ -99,16 +99,13 @@ class SyncBatchNorm(_BatchNorm):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
-    def _world(self) -> int:
-        if not (dist.is_available() and dist.is_initialized()):
-            return 1
-        return dist.get_world_size(self.process_group)
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         batch_stats = self.training or not self.track_running_stats
-        if not batch_stats or self._world() == 1:
-            return super().forward(input)  # plain BatchNorm: eval mode, one process, no process group
+        if not batch_stats or not (dist.is_available() and dist.is_initialized()):
+            return super().forward(input)  # plain BatchNorm: eval mode, or no process group
+        # a process group of one takes this path too (its all_reduce changes nothing): launch/gpu_check.py
+        # exercises the kernels on one GPU that way
         group = self.process_group if self.process_group is not None else dist.group.WORLD
         y, mean, var, n = _SyncBatchNormFunction.apply(input, self.weight, self.bias, self.eps, group)
         if self.training and self.track_running_stats:
