@@ -139,6 +139,7 @@ class EvalConfig:
     classifier: str = ""  # run dir of a `classifier` run, the judge for the `acc` metric
     metrics: tuple[str, ...] = ("fid",)  # image metrics every eval.every steps (GAN families): fid isc kid prc
     inception_weights: str = ""  # local InceptionV3 weights ("" = $DISTGEN_INCEPTION_WEIGHTS)
+    timeout: int = 3600  # seconds the ranks wait for rank 0's FID/IS/KID/PRC in training (not run.collective_timeout)
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ def check(cfg: Config, family) -> None:
     """Range and cross-key checks that types alone cannot express."""
     for key, value in (("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
                        ("log.every", cfg.log.every), ("log.sample_every", cfg.log.sample_every),
-                       ("run.checkpoint_every", cfg.run.checkpoint_every)):
+                       ("run.checkpoint_every", cfg.run.checkpoint_every), ("eval.timeout", cfg.eval.timeout)):
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
     if cfg.train.threads < 0:
