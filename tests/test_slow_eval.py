@@ -23,3 +23,22 @@ def test_an_evaluation_longer_than_the_collective_timeout_does_not_kill_the_run(
     assert json.loads((run_dir / "eval" / "step_2.json").read_text())["fid"] == 1.0
     assert json.loads((run_dir / "eval" / "step_4.json").read_text())["fid"] == 1.0
     assert metrics(run_dir)[-1]["step"] == 4
+
+
+def test_prc_distances_run_on_the_given_device(monkeypatch):
+    """PRC's N x N distances go to the accelerator's device (meta stands in for the GPU); FID stays numpy."""
+    import torch
+
+    from distgen.evaluation import fidelity
+
+    seen = []
+
+    def prc(generated, reference, layer, **kwargs):
+        seen.extend([generated[layer].device.type, reference[layer].device.type])
+        return {}
+
+    monkeypatch.setattr(fidelity, "prc_featuresdict_to_metric", prc)
+    layer = fidelity.layer_for("prc")
+    features = {layer: torch.randn(5, 8)}
+    fidelity.torch_fidelity_metrics(["prc"], features, features, 5, device="meta")
+    assert seen == ["meta", "meta"]
