@@ -16,7 +16,8 @@ from distgen.samples import plain_batchnorm
 from distgen.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 C, STEPS = 3, 2
-SPLITS = {"unequal": (5, 2), "one_empty": (7, 0)}  # rows of the global batch on rank 0, rank 1
+# rows of the global batch on rank 0 and rank 1, and BatchNorm's momentum (None: a cumulative average)
+CASES = {"unequal": ((5, 2), 0.1), "one_empty": ((7, 0), 0.1), "cumulative": ((4, 3), None)}
 
 
 class OpCounter(TorchDispatchMode):
@@ -54,9 +55,10 @@ def _rank(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     xs, dys, weight, bias = global_batches()
     results = {}
-    for case, split in SPLITS.items():
+    for case, (split, momentum) in CASES.items():
         lo, hi = sum(split[:rank]), sum(split[:rank + 1])
-        bn = init_bn(convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(C).double()))[0], weight, bias)
+        bn = init_bn(convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(C, momentum=momentum).double()))[0],
+                     weight, bias)
         got = {"y": [], "dx": [], "ops": []}
         for x, dy in zip(xs, dys):
             x = x[lo:hi].clone().requires_grad_(True)
@@ -88,10 +90,10 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
-def reference():
+def reference(momentum):
     """One process, torch's BatchNorm2d, the whole batch."""
     xs, dys, weight, bias = global_batches()
-    bn = init_bn(nn.BatchNorm2d(C).double(), weight, bias)
+    bn = init_bn(nn.BatchNorm2d(C, momentum=momentum).double(), weight, bias)
     ys, dxs = [], []
     for x, dy in zip(xs, dys):
         x = x.clone().requires_grad_(True)
@@ -102,9 +104,9 @@ def reference():
     return bn, ys, dxs
 
 
-@pytest.mark.parametrize("case", list(SPLITS))
+@pytest.mark.parametrize("case", list(CASES))
 def test_two_ranks_match_one_batchnorm_on_the_whole_batch(ranks, case):
-    bn, ys, dxs = reference()
+    bn, ys, dxs = reference(CASES[case][1])
     a, b = ranks[0][case], ranks[1][case]
     for step in range(STEPS):
         torch.testing.assert_close(torch.cat([a["y"][step], b["y"][step]]), ys[step])
@@ -118,7 +120,7 @@ def test_two_ranks_match_one_batchnorm_on_the_whole_batch(ranks, case):
         assert int(r["tracked"]) == STEPS
 
 
-@pytest.mark.parametrize("case", list(SPLITS))
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_step_reads_nothing_back_and_runs_one_all_reduce_each_way(ranks, case):
     for rank in ranks:
         for forward, backward in rank[case]["ops"]:
