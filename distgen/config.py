@@ -86,7 +86,7 @@ class TrainConfig:
     ema_kimg: float = 0.0
     ema_rampup: float = 0.05  # the half-life is at most this fraction of the images seen so far (0 = no ramp-up)
     grad_accum: int = 1  # micro-batches accumulated into every optimizer step (of every phase)
-    sync_bn: bool = True  # SyncBatchNorm across processes on CUDA (BatchNorm stays per rank on CPU)
+    sync_bn: bool = True  # BatchNorm over every process's batch (distgen/sync_batchnorm.py), any device
     max_nonfinite: int = 10  # skip steps with non-finite gradients; stop after this many in a row (0 = no check)
     # speed switches (docs/benchmarks.md says what they buy and where):
     channels_last: bool = False  # NHWC memory format for nets and images (tensor cores on GPUs)
@@ -146,6 +146,7 @@ class EvalConfig:
     classifier: str = ""  # run dir of a `classifier` run, the judge for the `acc` metric
     metrics: tuple[str, ...] = ("fid",)  # image metrics every eval.every steps (GAN families): fid isc kid prc
     inception_weights: str = ""  # local InceptionV3 weights ("" = $DISTGEN_INCEPTION_WEIGHTS)
+    timeout: int = 3600  # seconds the ranks wait for rank 0's FID/IS/KID/PRC in training (not run.collective_timeout)
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,7 @@ def check(cfg: Config, family) -> None:
     """Range and cross-key checks that types alone cannot express."""
     for key, value in (("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
                        ("log.every", cfg.log.every), ("log.sample_every", cfg.log.sample_every),
-                       ("run.checkpoint_every", cfg.run.checkpoint_every)):
+                       ("run.checkpoint_every", cfg.run.checkpoint_every), ("eval.timeout", cfg.eval.timeout)):
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
     if cfg.train.threads < 0:

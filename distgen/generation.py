@@ -11,7 +11,7 @@ launch/evaluate.py, launch/sample.py and distgen/evaluation/fidelity.py. The rul
 2. Batch statistics on plain BatchNorm. The copy runs in train mode: BatchNorm normalises with the
    statistics of the batch being generated (measured on digits: eval mode drew worse digits, as
    after short runs the running averages lag the weights). SyncBatchNorm
-   layers (train.sync_bn on several GPUs) become plain BatchNorm on the copy.
+   layers (train.sync_bn on several processes) become plain BatchNorm on the copy.
 3. No collectives. Because of 2, generating never talks to the other ranks: a grid drawn by the
    main process alone cannot hang, and ranks generating slices of different sizes cannot either.
 4. Fixed chunks. Images CHUNK*i .. CHUNK*(i+1)-1 of a set are always generated together, in one
@@ -28,6 +28,8 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import save_image
 
+from distgen.sync_batchnorm import SyncBatchNorm
+
 CHUNK = 500  # images per generator call (rule 4); a constant, never derived from the world size
 
 
@@ -43,9 +45,9 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def plain_batchnorm(module: nn.Module) -> nn.Module:
-    """`module` with every SyncBatchNorm replaced by BatchNorm sharing its parameters and buffers
+    """`module` with every SyncBatchNorm (torch's or distgen.sync_batchnorm's) replaced by BatchNorm sharing its parameters and buffers
     (in place for children; returns the replacement when `module` itself is one)."""
-    if isinstance(module, nn.SyncBatchNorm):
+    if isinstance(module, (nn.SyncBatchNorm, SyncBatchNorm)):
         out = BatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                         module.track_running_stats)
         if module.affine:

@@ -16,6 +16,11 @@ Run it once on every new GPU machine, container or driver/PyTorch upgrade, befor
                               algorithms, TF32 off: the weights must be bit-identical
   cuda_graph/<family>         train.cuda_graph (the step captured as a CUDA graph) against the eager step
                               for the reports' GANs: same weights to float tolerance after 8 steps
+  syncbn                      distgen's SyncBatchNorm (train.sync_bn) in a process group of one (NCCL;
+                              gloo on the CPU): forward, input/weight gradients and running statistics
+                              against torch's BatchNorm2d, in fp32 and bf16; no host read and exactly two
+                              all_reduce calls per step, and on CUDA the step runs under
+                              torch.cuda.set_sync_debug_mode("error")
   benchmark                   a short benchmarks/gpu.py grid (dcgan at batch 64, fp32 vs bf16), run
                               alone on the GPU after the other checks
 
@@ -28,6 +33,7 @@ the CPU, a check of this script itself; no GradScaler or inductor there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -187,6 +193,8 @@ class Checker:
         rows = [json.loads(line) for line in (graph_dir / "metrics.jsonl").read_text().splitlines()]
         return {"ok": bool(files) and worst <= 1e-3, "max_rel_diff": worst, "files": files,
                 "img/s_graph": rows[-1].get("img/s")}
+    def check_syncbn(self) -> dict:
+        return syncbn_check(self.args.device)
 
     def check_benchmark(self) -> dict:
         cmd = [sys.executable, "benchmarks/gpu.py", "--families", "dcgan", "--batches", "64",
@@ -198,6 +206,75 @@ class Checker:
             return {"ok": False, "error": tail(result.stderr)}
         out = json.loads(result.stdout.strip().splitlines()[-1])
         return {"ok": out.get("measured") == out.get("configurations"), "result": out}
+
+
+def syncbn_check(device: str) -> dict:
+    """distgen.sync_batchnorm on `device` in a process group of one (its all_reduce changes nothing, its
+    kernels all run) against torch's BatchNorm2d on the same batch. In-process: the group is this
+    check's alone (the other checks run in processes of their own) and is torn down after."""
+    import copy
+    import socket
+
+    import torch
+    import torch.distributed as dist
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from distgen.sync_batchnorm import convert_sync_batchnorm
+
+    class Ops(TorchDispatchMode):  # host reads (.item(), boolean masks) and collectives, as they run
+        def __init__(self):
+            super().__init__()
+            self.host_reads = self.all_reduces = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            self.host_reads += name in ("_local_scalar_dense", "nonzero")
+            self.all_reduces += func.namespace == "c10d" and name == "allreduce_"
+            return func(*args, **(kwargs or {}))
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(dev.index or 0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.randn(16, 8, 12, 12, generator=gen) * 2 + 0.5).to(dev)
+        dy = torch.randn(16, 8, 12, 12, generator=gen).to(dev)
+        ref = torch.nn.BatchNorm2d(8).to(dev)
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 1.5)
+            ref.bias.normal_()
+        mine = convert_sync_batchnorm(copy.deepcopy(ref))
+        results, ops = {}, Ops()
+        for name, bn, dtype in (("torch", ref, torch.float32), ("distgen", mine, torch.float32),
+                                ("distgen_bf16", copy.deepcopy(mine), torch.bfloat16)):
+            xi = x.to(dtype).clone().requires_grad_(True)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("error" if name != "torch" else 0)  # a host sync raises
+            try:
+                with ops if name == "distgen" else contextlib.nullcontext():
+                    y = bn(xi)
+                    (y * dy.to(dtype)).sum().backward()
+            finally:
+                if cuda:
+                    torch.cuda.set_sync_debug_mode(0)
+            results[name] = [y.float(), xi.grad.float(), bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var]
+
+        def worst(name):
+            return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-6)).item()
+                       for a, b in zip(results[name], results["torch"]))
+
+        fp32, bf16 = worst("distgen"), worst("distgen_bf16")
+        ok = fp32 < 1e-4 and bf16 < 5e-2 and ops.host_reads == 0 and ops.all_reduces == 2
+        return {"ok": ok, "max_rel_diff_fp32": fp32, "max_rel_diff_bf16": bf16, "host_reads": ops.host_reads,
+                "all_reduces_per_step": ops.all_reduces}
+    finally:
+        dist.destroy_process_group()
 
 
 def tail(text: str, n: int = 1500) -> str:
@@ -218,6 +295,8 @@ def jobs(only: list[str], families: list[str]) -> list[tuple[str, tuple]]:
     if "cuda_graph" in only:
         for family in [f for f in families if f in CAPTURED]:
             out.append((f"cuda_graph/{family}", ("check_cuda_graph", family)))
+    if "syncbn" in only:
+        out.append(("syncbn", ("check_syncbn",)))
     return out
 
 
@@ -229,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "cuda_graph", "benchmark"],
                         choices=["train", "fid", "resume", "cuda_graph", "benchmark"])
+    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "syncbn", "benchmark"],
+                        choices=["train", "fid", "resume", "syncbn", "benchmark"])
     parser.add_argument("--families", nargs="+", default=[*GAN, *SINGLE], choices=[*GAN, *SINGLE],
                         help="families of the train checks (default: all)")
     parser.add_argument("--jobs", type=int, default=8, help="checks running at once on the GPU")

@@ -24,6 +24,7 @@ from distgen.families import FAMILIES
 from distgen.loops.adversarial import evaluate_images
 from distgen.recipes import load
 from distgen.generation import generate, save_grid
+from distgen.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 NUM_SAMPLES = 10
 
@@ -36,8 +37,8 @@ def main(shards: str, weights: str, out: str) -> None:
                                                    f"eval.inception_weights={weights}"])
     set_seed(0)  # the same weights on both ranks
     family = FAMILIES["dcgan"](cfg, load_info(cfg.data))
-    G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(family.nets["G"])  # what convert_sync_bn does on CUDA
-    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in G.modules())
+    G = convert_sync_batchnorm(family.nets["G"])  # what convert_sync_bn does with several processes
+    assert any(isinstance(m, SyncBatchNorm) for m in G.modules())
     buffers = [b.clone() for b in G.buffers()]
     grid = None
     if acc.is_main_process:  # the loop draws grids on the main process only

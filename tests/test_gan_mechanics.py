@@ -51,21 +51,23 @@ def test_mixed_precision_runs_through_accelerate_launch(digits, tmp_path, precis
     # test_gradient_penalty_through_a_real_grad_scaler_at_a_large_scale; on CUDA the loop logs D/skipped, G/skipped.)
 
 
-def test_sync_batchnorm_only_where_it_exists():
+def test_sync_batchnorm_on_any_device_with_several_processes():
+    """distgen's SyncBatchNorm (tests/test_sync_batchnorm.py) runs on every backend: CPU included."""
+    from distgen.sync_batchnorm import SyncBatchNorm
+
     def fresh():
         return FAMILIES["dcgan"](recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8}}), DIGITS).nets
 
-    printed = []
     cfg = recipes.from_dict({"family": "dcgan"})
-    cuda2 = SimpleNamespace(device=torch.device("cuda"), num_processes=2, print=printed.append)
-    converted = convert_sync_bn(fresh(), cfg, cuda2)
-    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted["D"].modules())
-    cpu2 = SimpleNamespace(device=torch.device("cpu"), num_processes=2, print=printed.append)
+    for device in ("cpu", "cuda"):
+        two = SimpleNamespace(device=torch.device(device), num_processes=2)
+        converted = convert_sync_bn(fresh(), cfg, two)
+        assert any(isinstance(m, SyncBatchNorm) for m in converted["D"].modules())
+        assert not any(type(m) is torch.nn.BatchNorm2d for net in converted.values() for m in net.modules())
     nets = fresh()
-    kept = convert_sync_bn(nets, cfg, cpu2)
-    assert kept is nets and len(printed) == 1 and "CUDA-only" in printed[0]
+    assert convert_sync_bn(nets, cfg, SimpleNamespace(device=torch.device("cpu"), num_processes=1)) is nets
     off = recipes.from_dict({"family": "dcgan", "train": {"sync_bn": False}})
-    assert convert_sync_bn(nets, off, cuda2) is nets
+    assert convert_sync_bn(nets, off, two) is nets
 
 
 def test_per_network_optimizers_and_betas():

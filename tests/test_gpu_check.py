@@ -26,3 +26,17 @@ def test_checks_run_with_the_callers_pythonpath(monkeypatch, tmp_path):
         else:
             monkeypatch.setenv("PYTHONPATH", callers)
         assert gpu_check.Checker(SimpleNamespace(device="cpu"), tmp_path).env["PYTHONPATH"].split(os.pathsep) == want
+
+
+def test_the_syncbn_check_passes_on_the_cpu_and_fails_on_a_wrong_kernel(monkeypatch):
+    """launch/gpu_check.py's syncbn check (gloo on the CPU here, NCCL on a GPU): it compares distgen's
+    SyncBatchNorm with torch's BatchNorm2d and counts host reads and all_reduce calls."""
+    gpu_check = launch_module("launch/gpu_check.py")
+    line = gpu_check.syncbn_check("cpu")
+    assert line["ok"] is True, line
+    assert line["host_reads"] == 0 and line["all_reduces_per_step"] == 2 and line["max_rel_diff_fp32"] < 1e-4
+    from distgen import sync_batchnorm
+
+    monkeypatch.setattr(sync_batchnorm, "_per_channel", lambda t, x: t.view(1, -1, *([1] * (x.dim() - 2))) * 1.01)
+    broken = gpu_check.syncbn_check("cpu")
+    assert broken["ok"] is False and broken["max_rel_diff_fp32"] > 1e-3

@@ -178,16 +178,17 @@ def test_cycle_and_identity_weights():
 def test_pool_fills_then_swaps_half_with_history():
     torch.manual_seed(0)
     pool = ImagePool(4)
-    first = torch.arange(4.0).view(4, 1, 1, 1)
+    levels = (torch.arange(256.0) / 127.5 - 1).tolist()  # distinct values the uint8 pool stores exactly
+    first = torch.tensor(levels[:4]).view(4, 1, 1, 1)
     assert torch.equal(pool.query(first), first) and len(pool.images) == 4  # filling: returned as given
     returned_old = 0
-    seen = set(range(4))
+    seen = set(levels[:4])
     for i in range(200):
-        new = torch.full((1, 1, 1, 1), 100.0 + i)
+        new = torch.full((1, 1, 1, 1), levels[4 + i])
         out = pool.query(new).item()
-        assert out == 100.0 + i or out in seen  # the new image, or one stored earlier
-        returned_old += out != 100.0 + i
-        seen.add(100.0 + i)
+        assert out == levels[4 + i] or out in seen  # the new image, or one stored earlier
+        returned_old += out != levels[4 + i]
+        seen.add(levels[4 + i])
         assert len(pool.images) == 4
     assert 70 <= returned_old <= 130  # about half swapped
     assert torch.equal(ImagePool(0).query(first), first)
@@ -207,7 +208,8 @@ def test_pool_state_round_trips_and_replays_the_same_draws():
     fam.pools["A"].query(torch.ones(3, 1, 2, 2))
     other = cyclegan(pool_size=2)
     other.load_state_dict(fam.state_dict())
-    assert torch.equal(torch.stack(other.pools["A"].images), torch.ones(2, 1, 2, 2)) and other.pools["B"].images == []
+    assert torch.equal(torch.stack(other.pools["A"].images), torch.full((2, 1, 2, 2), 255, dtype=torch.uint8))
+    assert other.pools["B"].images == []
 
 
 # ----------------------------------------------------------------------------- StarGAN

@@ -61,16 +61,19 @@ def generate_slice(family, G, inputs: dict, start: int, stop: int) -> torch.Tens
     return to_uint8(images)
 
 
-def torch_fidelity_metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int) -> dict:
-    """torch-fidelity's own metric functions on features, with calculate_metrics' default settings."""
+def torch_fidelity_metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int,
+                           device: torch.device | str = "cpu") -> dict:
+    """torch-fidelity's own metric functions on features, with calculate_metrics' default settings.
+    PRC's pairwise distances (torch.cdist, N x N) run on `device` (as calculate_metrics puts them on the
+    GPU): on a CPU they take hours at 50,000 samples. FID and KID are numpy in torch-fidelity."""
     # FID's 2048x2048 eigendecomposition (numpy, OpenBLAS) took 3.3 CPU-s on one thread against
     # 19.9 CPU-s (and 5x the wall time) on two threads of a busy 2-core machine: LAPACK's eig gains
     # little from threads and loses much to their spinning. Same function, same value.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _metrics(metrics, generated, reference, kid_subset_size)
+        return _metrics(metrics, generated, reference, kid_subset_size, device)
 
 
-def _metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int) -> dict:
+def _metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: int, device) -> dict:
     kwargs = {**DEFAULTS, "verbose": False, "kid_subset_size": kid_subset_size}
     out = {}
     if "isc" in metrics:
@@ -82,7 +85,9 @@ def _metrics(metrics, generated: dict, reference: dict | None, kid_subset_size: 
     if "kid" in metrics:
         out.update(kid_featuresdict_to_metric(generated, reference, layer_for("kid"), **kwargs))
     if "prc" in metrics:
-        out.update(prc_featuresdict_to_metric(generated, reference, layer_for("prc"), **kwargs))
+        layer = layer_for("prc")
+        out.update(prc_featuresdict_to_metric({layer: generated[layer].to(device)}, {layer: reference[layer].to(device)},
+                                              layer, **kwargs))
     return {KEYS[k]: float(v) for k, v in out.items() if k in KEYS}
 
 
@@ -140,7 +145,7 @@ def evaluate_generator(family, cfg, metrics, num_samples: int, weights: str | Pa
     if reference is not None and n_ref < 2:
         raise ConfigError(f"data.eval_split '{cfg.data.eval_split}' has {n_ref} images; FID/KID/PRC need 2 or more")
     subset = min(kid_subset_size, num_samples, n_ref) if "kid" in metrics else kid_subset_size
-    out = torch_fidelity_metrics(metrics, generated, reference, subset)
+    out = torch_fidelity_metrics(metrics, generated, reference, subset, device)
     out.update({"num_samples": num_samples, **({"num_reference": n_ref} if reference else {}),
                 **({"kid_subset_size": subset} if "kid" in metrics else {})})
     return out

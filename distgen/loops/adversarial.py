@@ -30,6 +30,7 @@ from distgen.loops.nets import convert_sync_bn  # noqa: F401 (its old home)
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
 from distgen.generation import generate, save_grid
+from distgen.loops.waiting import LongWait
 from distgen.recipes import family_class
 
 
@@ -89,16 +90,22 @@ def linear_decay(cfg):
     return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(cfg.train.steps - start, 1))
 
 
-def evaluate_images(family, cfg, acc, G) -> dict:
-    """FID/IS/KID/PRC of eval.num_samples generated images, generated in slices across the ranks."""
+def evaluate_images(family, cfg, acc, G, wait=None) -> dict:
+    """FID/IS/KID/PRC of eval.num_samples generated images, generated and measured in slices across the
+    ranks on the accelerator's device; rank 0 then computes the metrics (on that device where
+    torch-fidelity can: PRC) while the others wait in `wait` (a LongWait, eval.timeout), not in the
+    next step's collective under run.collective_timeout."""
     from distgen.evaluation.fidelity import evaluate_generator
     from distgen.evaluation.reference import default_cache_dir
 
     # generation follows distgen.generation (a plain-BatchNorm copy, fixed chunks, no collective), so
     # these images are launch/evaluate.py's for the same weights, whatever the number of ranks
-    return evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
-                              generator=G, rank=acc.process_index, world_size=acc.num_processes,
-                              gather=acc.gather, device=acc.device, cache_dir=default_cache_dir())
+    result = evaluate_generator(family, cfg, cfg.eval.metrics, cfg.eval.num_samples, cfg.eval.inception_weights,
+                                generator=G, rank=acc.process_index, world_size=acc.num_processes,
+                                gather=acc.gather, device=acc.device, cache_dir=default_cache_dir())
+    if wait is not None:
+        wait()
+    return result
 
 
 def train(cfg, resume: str | None = None) -> str:
@@ -143,6 +150,7 @@ def train(cfg, resume: str | None = None) -> str:
         from distgen.evaluation.inception import resolve_weights
 
         resolve_weights(cfg.eval.inception_weights)
+    wait = LongWait(cfg.eval.timeout) if cfg.eval.every > 0 else None  # every rank: it makes a process group
     grid_inputs, grid_cols = family.grid_inputs(cfg.run.seed)
     last, images = cfg.train.steps, 0
     run.start(state.step)
@@ -185,7 +193,8 @@ def train(cfg, resume: str | None = None) -> str:
                              grid_cols)
             run.log_image(done, "samples", grid)
         if cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last):
-            run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G))
+            run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G,
+                                                        wait))
         # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank
         preempted = (logging or saving) and guard.preempted()
         if saving or preempted:

@@ -96,7 +96,7 @@ class Checkpointer:
             return
         if self.acc.is_main_process:
             for name, model in zip(self._names, models):
-                state = self.acc.unwrap_model(model).state_dict()
+                state = self.acc.unwrap_model(model, keep_torch_compile=False).state_dict()
                 save_file({k: v.detach().contiguous() for k, v in state.items()},
                           os.path.join(output_dir, f"{name}.safetensors"))
         weights.clear()  # written above; Accelerate writes no model_<i> files
@@ -109,7 +109,7 @@ class Checkpointer:
                 or not all(f.name == f"{n}.safetensors" for n, f in zip(names, files))):
             return  # an older checkpoint (model_<i> files): Accelerate loads it as it wrote it
         for model, file in zip(models, files):
-            self.acc.unwrap_model(model).load_state_dict(load_file(str(file)))
+            self.acc.unwrap_model(model, keep_torch_compile=False).load_state_dict(load_file(str(file)))
         models.clear()
 
     # -- load --------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class Checkpointer:
         gen = torch.Generator().manual_seed(0)
         rows, names = [], []
         for name in sorted(nets):
-            for pname, p in acc.unwrap_model(nets[name]).named_parameters():
+            for pname, p in acc.unwrap_model(nets[name], keep_torch_compile=False).named_parameters():
                 w = torch.rand(p.numel(), generator=gen, dtype=torch.float64).to(p.device)
                 flat = p.detach().double().flatten()
                 rows.append(torch.stack([flat.sum(), flat.square().sum(), (flat * w).sum()]))

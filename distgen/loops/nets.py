@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import torch
 
+from distgen.sync_batchnorm import convert_sync_batchnorm
+
 
 def convert_sync_bn(nets: dict, cfg, acc) -> dict:
-    """SyncBatchNorm across processes where it exists (CUDA); elsewhere say once why not."""
-    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for net in nets.values() for m in net.modules())
-    if not (cfg.train.sync_bn and has_bn and acc.num_processes > 1):
+    """BatchNorm statistics over every process's batch (train.sync_bn), on any device: distgen's
+    SyncBatchNorm (distgen/sync_batchnorm.py: no host sync, one all_reduce per forward and backward)."""
+    if not (cfg.train.sync_bn and acc.num_processes > 1):
         return nets
-    if acc.device.type == "cuda":
-        return {n: torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for n, net in nets.items()}
-    acc.print("note: SyncBatchNorm is CUDA-only; BatchNorm statistics stay per process on this device")
-    return nets
+    return {n: convert_sync_batchnorm(net) for n, net in nets.items()}
 
 
 def before_prepare(nets: dict, cfg, acc) -> dict:

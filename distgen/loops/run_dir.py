@@ -13,7 +13,10 @@ Holding: the main process holds an exclusive `flock` on RUN_DIR/.lock for the li
 start on the same dir (also `--resume auto`) is refused at once with the holder's pid and host. The
 kernel drops the lock when the holder dies, so a lock left by a killed run (kill -9, a node reboot, a
 SLURM requeue) never blocks. flock rather than a pid file because a pid file cannot tell a dead holder
-from a live one on another host.
+from a live one on another host. Where the filesystem has no flock (Lustre mounted without -o flock:
+ENOSYS; some NFS: ENOLCK, EOPNOTSUPP), RUN_DIR/.lock.heartbeat instead: created exclusively, holding pid,
+host and a heartbeat a thread refreshes every 30 s; a heartbeat older than 300 s (or a pid gone on the
+same host) is a dead run's lock, taken over with a message that names it.
 
 Recording: RUN_DIR/run.json holds the facts a config.yaml cannot: the command line, the distgen git
 commit, world size, machines, data.num_workers, mixed precision, host, the family's module and its file
@@ -25,6 +28,8 @@ the run dir it created, so no empty run dirs pile up.
 """
 from __future__ import annotations
 
+import atexit
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +38,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,11 +146,20 @@ def _drop_in_child() -> None:
 os.register_at_fork(after_in_child=_drop_in_child)
 
 
+FLOCK_MISSING = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)  # Lustre without -o flock, some NFS setups
+HEARTBEAT_S = 30.0  # how often a heartbeat lock is refreshed
+STALE_S = 300.0  # a heartbeat older than this belongs to a dead run (generous: node clocks differ a little)
+
+
 class RunLock:
-    """An exclusive flock on RUN_DIR/.lock, held by the main process until it exits or `release()`."""
+    """An exclusive flock on RUN_DIR/.lock, held by the main process until it exits or `release()`.
+
+    Where the filesystem has no flock (ENOSYS, EOPNOTSUPP, ENOLCK), a HeartbeatLock on RUN_DIR/.lock.heartbeat
+    instead (said once)."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / ".lock"
+        self.fallback: HeartbeatLock | None = None
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # no O_TRUNC: keep the holder's name
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,15 +173,127 @@ class RunLock:
                 f"run dir '{run_dir}' is in use by a live run: pid {holder.get('pid', '?')} on host "
                 f"{holder.get('host', '?')} (started {holder.get('started', '?')}). Two runs in one dir would "
                 f"corrupt each other; wait for it to end, stop it, or choose another run.dir=...") from None
+        except OSError as exc:
+            os.close(self.fd)
+            if exc.errno not in FLOCK_MISSING:
+                raise
+            print(f"note: {run_dir} has no flock ({os.strerror(exc.errno)}); holding it with a lock file and a "
+                  f"heartbeat instead ({HEARTBEAT_S:.0f} s; a heartbeat older than {STALE_S:.0f} s is a dead run's)",
+                  file=sys.stderr, flush=True)
+            self.fallback = HeartbeatLock(run_dir / ".lock.heartbeat", run_dir)
+            return
         _held.append(self.fd)
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
-                                      "command": sys.argv}).encode())
+        os.write(self.fd, json.dumps(_holder()).encode())
 
     def release(self) -> None:
-        if self.fd in _held:
+        if self.fallback is not None:
+            self.fallback.release()
+        elif self.fd in _held:
             _held.remove(self.fd)
             os.close(self.fd)  # closing the last descriptor drops the flock
+
+
+def _holder() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": now(), "command": sys.argv}
+
+
+class HeartbeatLock:
+    """A lock file created exclusively (O_EXCL, atomic on NFS and Lustre) holding pid, host, start and a
+    heartbeat (wall-clock seconds) that a daemon thread refreshes every HEARTBEAT_S while the process lives.
+
+    Hand-written because without flock nothing tells a dead holder from a live one: a lock whose
+    heartbeat is older than STALE_S, or whose pid is gone on this same host, is a dead run's and is
+    taken over with a message naming it; a live one refuses the start like the flock does."""
+
+    def __init__(self, path: Path, run_dir: Path):
+        self.path, self._stop = path, threading.Event()
+        self.info = {**_holder(), "heartbeat": time.time()}
+        while not self._create():
+            holder = self._read(path)
+            if holder is None:  # released or taken over between our two calls: try again
+                continue
+            dead = self._dead(holder)
+            if not dead:
+                age = time.time() - float(holder.get("heartbeat", 0))
+                raise ConfigError(
+                    f"run dir '{run_dir}' is in use by a live run: pid {holder.get('pid', '?')} on host "
+                    f"{holder.get('host', '?')} (started {holder.get('started', '?')}, heartbeat {age:.0f} s ago in "
+                    f"{path}). Two runs in one dir would corrupt each other; wait for it to end, stop it, or choose "
+                    f"another run.dir=... (a heartbeat older than {STALE_S:.0f} s counts as dead)")
+            aside = path.with_name(f"{path.name}.dead-{socket.gethostname()}-{os.getpid()}")
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:
+                continue
+            if self._read(aside) != holder:  # another start took it over first: leave theirs as it was
+                os.replace(aside, path)
+                continue
+            aside.unlink(missing_ok=True)
+            print(f"note: taking over the lock of a dead run in {run_dir}: pid {holder.get('pid', '?')} on host "
+                  f"{holder.get('host', '?')} (started {holder.get('started', '?')}), {dead}", file=sys.stderr,
+                  flush=True)
+        self._thread = threading.Thread(target=self._beat, name="distgen-run-lock-heartbeat", daemon=True)
+        self._thread.start()
+        atexit.register(self.release)
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}  # cut mid-write by a crash; judged by its heartbeat (none: dead)
+
+    @staticmethod
+    def _dead(holder: dict) -> str | None:
+        """Why `holder` is a dead run's, or None when it may be alive."""
+        age = time.time() - float(holder.get("heartbeat", 0) or 0)
+        if age > STALE_S:
+            return f"its heartbeat is {age:.0f} s old (over {STALE_S:.0f} s)"
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return f"pid {holder['pid']} no longer runs on this host"
+            except PermissionError:
+                pass  # alive, someone else's
+        return None
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.info))
+        return True
+
+    def _mine(self) -> bool:
+        holder = self._read(self.path) or {}
+        return holder.get("pid") == self.info["pid"] and holder.get("host") == self.info["host"]
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if not self._mine():  # judged dead (e.g. stopped for longer than STALE_S) and taken over
+                print(f"warning: {self.path} was taken over by another start; two runs may now share this run "
+                      f"dir", file=sys.stderr, flush=True)
+                return
+            self.info["heartbeat"] = time.time()
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps(self.info))
+                os.replace(tmp, self.path)
+            except OSError:  # a full disk or a hiccup: the next beat tries again, well inside STALE_S
+                pass
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._mine():
+            self.path.unlink(missing_ok=True)
 
 
 # -- recording what ran ------------------------------------------------------------------------

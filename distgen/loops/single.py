@@ -67,7 +67,7 @@ def frozen_copies(nets: dict, acc) -> dict:
     stay per rank; DDP keeps the weights equal). A collective: every rank calls it at the same step."""
     out = {}
     for name, net in nets.items():
-        net = copy.deepcopy(acc.unwrap_model(net)).eval().float()  # fp32 even where DeepSpeed trains in bf16/fp16
+        net = copy.deepcopy(acc.unwrap_model(net, keep_torch_compile=False)).eval().float()  # fp32 even where DeepSpeed trains in bf16/fp16
         if acc.num_processes > 1:
             for buf in net.buffers():
                 buf.copy_(broadcast(buf.clone(), from_process=0))
