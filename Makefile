@@ -12,7 +12,7 @@ DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
 THREADS   ?= $(shell nproc)
 CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(THREADS) --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup clean-demo gpu-check
+.PHONY: demo test setup clean-demo gpu-check gpu-bench
 
 setup: $(STAMP)
 
@@ -48,6 +48,14 @@ demo: $(STAMP)
 # benchmark grid; one JSON line per check, under 8 minutes. Without CUDA it says so and exits 0.
 gpu-check: $(STAMP)
 	$(PY) launch/gpu_check.py
+
+# On a CUDA machine: the harness against a hand-written loop on the same nets (benchmarks/bare_loops.py):
+# dcgan, wgan_gp, sagan at batch 64 and 256, fp32 and bf16, eager / compile / captured (train.cuda_graph);
+# img/s, MFU and harness/bare per configuration, device and torch version, in one JSON line, inside 7 minutes
+# (configurations left when the budget is spent are listed as skipped). docs/benchmarks.md records the figures.
+gpu-bench: $(STAMP)
+	$(PY) benchmarks/gpu.py --families dcgan wgan_gp sagan --batches 64 256 --precisions fp32 bf16 \
+	    --channels-last 0 --compile 0 1 --captured 0 1 --bare 1 --steps 40 --budget-s 420
 
 clean-demo:
 	rm -rf runs/demo $(DATA)

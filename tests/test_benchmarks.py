@@ -24,7 +24,7 @@ def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu(tmp_path):
     env = {"DISTGEN_DIGITS": str(digits)}
     result = run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--families", "dcgan", "wgan_gp",
                   "--batches", "4", "--precisions", "fp32", "--channels-last", "0", "1", "--compile", "0",
-                  "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"], env=env)
+                  "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1", "--bare", "1"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (digits / "index.json").is_file()
     out = _last_json(result.stdout)
@@ -32,6 +32,8 @@ def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu(tmp_path):
     rows = {(r["family"], r["batch"], r["channels_last"]): r for r in out["results"]}
     for r in rows.values():
         assert r["img_s"] > 0 and 0 < r["mfu"] < 1 and r["flops_per_step"] > 0
+        # the hand-written loop on the same nets ran too (benchmarks/bare_loops.py), and the ratio is theirs
+        assert r["bare_img_s"] > 0 and r["vs_bare"] == pytest.approx(r["img_s"] / r["bare_img_s"], rel=1e-3)
         assert r["ratio"] > 0 and (r["ratio"] == 1.0) == (not r["channels_last"])  # plain = fp32, NCHW, eager
     # FLOPs are counted per training step, without set-up or the final grid: linear in the batch size
     twice = run([sys.executable, "benchmarks/gpu.py", "--worker", "--flops", "1", "--family", "dcgan", "--batch", "8",

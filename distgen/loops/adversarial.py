@@ -154,6 +154,8 @@ def train(cfg, resume: str | None = None) -> str:
     grid_inputs, grid_cols = family.grid_inputs(cfg.run.seed)
     last, images = cfg.train.steps, 0
     run.start(state.step)
+    watched = list(nets.values()) + ([ema.module] if ema is not None else [])
+    guard.repair_buffers(watched)  # remembers the buffers a non-finite step's forward may spoil
     for step in range(state.step, last):
         for phase in phases:
             if step % phase.every:
@@ -187,12 +189,16 @@ def train(cfg, resume: str | None = None) -> str:
             images = 0
         if logging or saving:
             guard.check(done)  # too many non-finite steps in a row: stop before saving
-        if every(done, cfg.log.sample_every, last) and acc.is_main_process:  # no collective (distgen.generation)
+        sampling = every(done, cfg.log.sample_every, last)
+        evaluating = cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last)
+        if logging or saving or sampling or evaluating:  # buffers are read here: none left non-finite
+            guard.repair_buffers(watched)
+        if sampling and acc.is_main_process:  # no collective (distgen.generation)
             sampler = ema.module if ema is not None else G
             grid = save_grid(generate(family, sampler, grid_inputs), run.dir / "samples" / f"step_{done}.png",
                              grid_cols)
             run.log_image(done, "samples", grid)
-        if cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == last):
+        if evaluating:
             run.write_eval(done, evaluate_images(family, cfg, acc, ema.module if ema is not None else G,
                                                         wait))
         # a collective and a deliberate host sync: only at these boundaries, the same steps on every rank

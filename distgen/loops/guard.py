@@ -40,6 +40,7 @@ class Guard:
         self._phases: list[str] = []
         self._row_vec = self._worst_vec = None
         self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # phase slot -> (row, worst), 0-d views
+        self._snapshots: dict[tuple, list[torch.Tensor]] = {}  # buffers at the last boundary (repair_buffers)
 
     # -- preemption -------------------------------------------------------------------------
 
@@ -90,6 +91,26 @@ class Guard:
         else:
             for i, phase in enumerate(phases):
                 self.record(bad[i], phase)
+
+    def repair_buffers(self, modules: list) -> None:
+        """At a boundary where buffers are read (log, checkpoint, samples, evaluation), before reading them:
+        a skipped non-finite step leaves the weights as they were, but its forward already moved BatchNorm's
+        running statistics (one NaN pixel makes running_mean NaN, and a momentum update never recovers
+        from it, so every later evaluation would be NaN). Here every non-finite buffer element goes back
+        to its value at the previous boundary, and the buffers are remembered for the next one. Device
+        ops only, a few per buffer per boundary and none per step (a per-step snapshot would cost ops on
+        every step; the statistics of the good steps since the last boundary are the price)."""
+        bufs = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+        if not bufs:
+            return
+        key = tuple(id(b) for b in bufs)
+        snap = self._snapshots.get(key)
+        if snap is None:  # the loops call this once before the first step: remember the starting buffers
+            self._snapshots[key] = [b.clone() for b in bufs]
+            return
+        for b, s in zip(bufs, snap):
+            b.copy_(torch.where(torch.isfinite(b), b, s))
+        torch._foreach_copy_(snap, bufs)
 
     def check(self, step: int) -> None:
         """At a log or checkpoint boundary (every rank, the same steps): raise a TrainingError naming the

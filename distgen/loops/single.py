@@ -169,6 +169,7 @@ def train(cfg, resume: str | None = None) -> str:
     half = engine_dtype(acc)
     images = 0
     run.start(state.step)
+    guard.repair_buffers(list(nets.values()))  # remembers the buffers a non-finite step's forward may spoil
     for step in range(state.step, last):
         family.set_progress(step / last)
         for _ in range(cfg.train.grad_accum):  # micro-batches of one optimizer step
@@ -198,6 +199,8 @@ def train(cfg, resume: str | None = None) -> str:
             guard.check(done)  # too many non-finite steps in a row: stop before saving
         evaluating = every(done, cfg.eval.every, last) or done == last
         drawing = family.figures is not None and every(done, cfg.log.sample_every, last)
+        if logging or saving or evaluating or drawing:  # buffers are read here: none left non-finite
+            guard.repair_buffers(list(nets.values()))
         if evaluating or drawing:
             models = frozen_copies(nets, acc)
             if evaluating:
