@@ -3,6 +3,8 @@
     python launch/submit.py recipes/wgan_gp.yaml optim.lr_d=1e-4 --nodes 4 --gpus-per-node 8 \
         --partition gpu --time 24:00:00 [--account A] [--dry-run]
     python launch/submit.py recipes/quickstart.yaml --gpus-per-node 0 --processes-per-node 2 --time 30   # CPU-only
+    python launch/submit.py recipes/vae_celeba.yaml --deepspeed launch/deepspeed/zero2.yaml --nodes 2 \
+        --mixed-precision bf16                                   # DeepSpeed (single-objective families)
 
 One node: the batch shell runs launch/launcher.py -> `accelerate launch`; several nodes: one task per
 node (`srun` -> launch/slurm/task.sh -> launch/launcher.py -> `accelerate launch` with a c10d
@@ -11,6 +13,9 @@ time limit (SIGTERM from preemption or scancel is handled the same way): trainin
 next step and exits, the batch script requeues the job; the requeued job resumes from
 checkpoints/latest of the same run dir (runs/<recipe>/slurm-<job id>). `--gpus-per-node 0` is a
 CPU-only job (no GPU request; ACCELERATE_USE_CPU=1, `--processes-per-node` processes per node).
+`--deepspeed CONFIG` launches with that Accelerate DeepSpeed config (launch/deepspeed/) on every node, with
+torchrun and the same rendezvous (its deepspeed_multinode_launcher must be `standard`: DeepSpeed's own
+pdsh launcher needs ssh and a hostfile); a CPU-only DeepSpeed job runs on DeepSpeed's CPU accelerator.
 """
 from __future__ import annotations
 
@@ -23,8 +28,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from distgen import recipes
 from distgen.errors import ConfigError
+from distgen.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "launch" / "slurm" / "train.sbatch"
@@ -41,6 +49,27 @@ def seconds(time: str) -> int:
     return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
+def deepspeed_config(path: str) -> str:
+    """The --deepspeed config as `accelerate launch --config_file` will read it from the repo root,
+    checked for what a SLURM job needs."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(f"--deepspeed {path}: no such file; use launch/deepspeed/zero1.yaml or zero2.yaml")
+    try:
+        config = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--deepspeed {path} is not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict) or config.get("distributed_type") != "DEEPSPEED":
+        raise ConfigError(f"--deepspeed {path} is not an Accelerate DeepSpeed config (distributed_type: DEEPSPEED); "
+                          f"use launch/deepspeed/zero1.yaml or zero2.yaml")
+    launcher = (config.get("deepspeed_config") or {}).get("deepspeed_multinode_launcher")
+    if launcher != "standard":
+        raise ConfigError(f"--deepspeed {path}: deepspeed_config.deepspeed_multinode_launcher is {launcher!r}; "
+                          f"set it to standard (torchrun on every node, as this job starts them; Accelerate's "
+                          f"default, pdsh, needs ssh and a hostfile)")
+    return os.path.relpath(file, ROOT) if file.is_relative_to(ROOT) else str(file)
+
+
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
     """entry replaces launch/train.py (e.g. launch/sweep_task.py MANIFEST); extra_sbatch adds header lines."""
     cfg = recipes.load(args.recipe, overrides)  # fail here, not in the queue, on a typo
@@ -53,6 +82,11 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
     # --multi_gpu is accelerate's "several processes" switch; on CPUs it needs ACCELERATE_USE_CPU=1, or
     # every process would be a world of its own (two trainings in one run dir).
     launch_args = ["--multi_gpu"] if args.nodes * per_node > 1 else ([] if args.gpus_per_node else ["--cpu"])
+    if args.deepspeed and FAMILIES[cfg.family].STYLE == "adversarial":
+        raise ConfigError(f"--deepspeed: DeepSpeed is not supported for the two-network family '{cfg.family}' "
+                          f"(one engine, one optimizer); submit it without --deepspeed (DDP)")
+    if args.deepspeed:  # DeepSpeed finds its accelerator itself (its CPU one on a CPU-only job)
+        launch_args = ["--config_file", deepspeed_config(args.deepspeed), "--use_deepspeed"]
     launch_args += ["--mixed_precision", args.mixed_precision or "no", "--dynamo_backend", "no"]
     extra = [f"#SBATCH --gpus-per-node={args.gpus_per_node}" if args.gpus_per_node else "",
              f"#SBATCH --partition={args.partition}" if args.partition else "",
@@ -63,7 +97,8 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
         "CPUS_PER_TASK": str(cpus), "TIME": args.time,
         "SIGNAL_SECONDS": str(args.signal_seconds), "LOG_DIR": shlex.quote(str(log_dir)),
         "EXTRA_SBATCH": "\n".join(line for line in extra if line), "WORKDIR": shlex.quote(str(ROOT)),
-        "EXPORTS": "" if args.gpus_per_node else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
+        # (not under DeepSpeed: Accelerate's CPU switch would turn DeepSpeed off)
+        "EXPORTS": "" if args.gpus_per_node or args.deepspeed else "export ACCELERATE_USE_CPU=1  # a CPU-only job",
         "NPROC": str(args.nodes * per_node),
         # a port per job id, unless given: two jobs sharing a node must not share a rendezvous port
         "PORT": str(args.port) if args.port else "$((20000 + SLURM_JOB_ID % 20000))",
@@ -93,6 +128,8 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None, extra_sb
     parser.add_argument("--signal-seconds", type=int, default=300, help="USR1 this long before the time limit")
     parser.add_argument("--port", type=int, default=0, help="rendezvous port (default: 20000 + job id %% 20000)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="")
+    parser.add_argument("--deepspeed", default="", metavar="CONFIG",
+                        help="launch with this Accelerate DeepSpeed config, e.g. launch/deepspeed/zero2.yaml")
     parser.add_argument("--log-dir", default=str(ROOT / "runs" / "slurm"), help="where the job logs go")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--accelerate", default=str(ROOT / ".venv" / "bin" / "accelerate"))

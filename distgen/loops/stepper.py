@@ -19,6 +19,8 @@ What `micro_batch` and `step` do, in order, for every family:
     mechanism) and counted, and `guard.record` keeps the run in a row that stops training (read only at
     log and checkpoint boundaries: distgen/loops/guard.py). fp16: a skip while the scale is >= 1 is the
     scaler finding its level; below 1 it counts toward the stop;
+  - DeepSpeed: the engine steps inside backward and skips a non-finite step itself; the stepper only
+    counts its skips for the guard (`_count_engine_skip`);
   - the terms are reported to distgen.stats, with `nonfinite_skipped` (the fraction of optimizer steps
     skipped) and, under fp16, `<net>/skipped`; then zero_grad.
 
