@@ -98,7 +98,7 @@ class Stepper:
             return
         grads = [p.grad for p in group.params if p.grad is not None] if self.check else []
         scaler = self.acc.scaler
-        if not grads:  # the check is off, or DeepSpeed's engine took the gradients
+        if not grads:  # the check is off (train.max_nonfinite=0), or no parameter has a gradient
             for opt in group.optimizers:
                 opt.step()
         elif scaler is not None:
