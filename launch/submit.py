@@ -3,6 +3,8 @@
     python launch/submit.py recipes/wgan_gp.yaml optim.lr_d=1e-4 --nodes 4 --gpus-per-node 8 \
         --partition gpu --time 24:00:00 [--account A] [--dry-run]
     python launch/submit.py recipes/quickstart.yaml --gpus-per-node 0 --processes-per-node 2 --time 30   # CPU-only
+    python launch/submit.py recipes/vae_celeba.yaml --deepspeed launch/deepspeed/zero2.yaml --nodes 2 \
+        --mixed-precision bf16                                   # DeepSpeed (single-objective families)
 
 One node: the batch shell runs launch/launcher.py -> `accelerate launch`; several nodes: one task per
 node (`srun` -> launch/slurm/task.sh -> launch/launcher.py -> `accelerate launch` with a c10d
@@ -11,6 +13,9 @@ time limit (SIGTERM from preemption or scancel is handled the same way): trainin
 next step and exits, the batch script requeues the job; the requeued job resumes from
 checkpoints/latest of the same run dir (runs/<recipe>/slurm-<job id>). `--gpus-per-node 0` is a
 CPU-only job (no GPU request; ACCELERATE_USE_CPU=1, `--processes-per-node` processes per node).
+`--deepspeed CONFIG` launches with that Accelerate DeepSpeed config (launch/deepspeed/) on every node, with
+torchrun and the same rendezvous (its deepspeed_multinode_launcher must be `standard`: DeepSpeed's own
+pdsh launcher needs ssh and a hostfile); a CPU-only DeepSpeed job runs on DeepSpeed's CPU accelerator.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 from distgen import plugins, recipes
 from distgen.errors import ConfigError
@@ -43,11 +50,33 @@ def seconds(time: str) -> int:
 
 def exports(args) -> str:
     """The job script's environment lines."""
-    lines = [] if args.gpus_per_node else ["export ACCELERATE_USE_CPU=1  # a CPU-only job"]
+    # (not under DeepSpeed: Accelerate's CPU switch would turn DeepSpeed off)
+    lines = [] if args.gpus_per_node or getattr(args, "deepspeed", None) else ["export ACCELERATE_USE_CPU=1  # a CPU-only job"]
     if plugins.found():  # the job starts in the repository: a plug-in family's folder (cwd, recipe's) must reach it
         path = shlex.quote(plugins.pythonpath())
         lines.append(f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}  # plug-in families (docs/plugins.md)")
     return "\n".join(lines)
+
+
+def deepspeed_config(path: str) -> str:
+    """The --deepspeed config as `accelerate launch --config_file` will read it from the repo root,
+    checked for what a SLURM job needs."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(f"--deepspeed {path}: no such file; use launch/deepspeed/zero1.yaml or zero2.yaml")
+    try:
+        config = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--deepspeed {path} is not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict) or config.get("distributed_type") != "DEEPSPEED":
+        raise ConfigError(f"--deepspeed {path} is not an Accelerate DeepSpeed config (distributed_type: DEEPSPEED); "
+                          f"use launch/deepspeed/zero1.yaml or zero2.yaml")
+    launcher = (config.get("deepspeed_config") or {}).get("deepspeed_multinode_launcher")
+    if launcher != "standard":
+        raise ConfigError(f"--deepspeed {path}: deepspeed_config.deepspeed_multinode_launcher is {launcher!r}; "
+                          f"set it to standard (torchrun on every node, as this job starts them; Accelerate's "
+                          f"default, pdsh, needs ssh and a hostfile)")
+    return os.path.relpath(file, ROOT) if file.is_relative_to(ROOT) else str(file)
 
 
 def render(args, overrides: list[str], entry: list[str] | None = None, extra_sbatch: list[str] = ()) -> str:
@@ -62,6 +91,11 @@ def render(args, overrides: list[str], entry: list[str] | None = None, extra_sba
     # --multi_gpu is accelerate's "several processes" switch; on CPUs it needs ACCELERATE_USE_CPU=1, or
     # every process would be a world of its own (two trainings in one run dir).
     launch_args = ["--multi_gpu"] if args.nodes * per_node > 1 else ([] if args.gpus_per_node else ["--cpu"])
+    if args.deepspeed and recipes.family_class(cfg.family).STYLE == "adversarial":
+        raise ConfigError(f"--deepspeed: DeepSpeed is not supported for the two-network family '{cfg.family}' "
+                          f"(one engine, one optimizer); submit it without --deepspeed (DDP)")
+    if args.deepspeed:  # DeepSpeed finds its accelerator itself (its CPU one on a CPU-only job)
+        launch_args = ["--config_file", deepspeed_config(args.deepspeed), "--use_deepspeed"]
     launch_args += ["--mixed_precision", args.mixed_precision or "no", "--dynamo_backend", "no"]
     extra = [f"#SBATCH --gpus-per-node={args.gpus_per_node}" if args.gpus_per_node else "",
              f"#SBATCH --partition={args.partition}" if args.partition else "",
@@ -102,6 +136,8 @@ def main(argv: list[str] | None = None, entry: list[str] | None = None, extra_sb
     parser.add_argument("--signal-seconds", type=int, default=300, help="USR1 this long before the time limit")
     parser.add_argument("--port", type=int, default=0, help="rendezvous port (default: 20000 + job id %% 20000)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="")
+    parser.add_argument("--deepspeed", default="", metavar="CONFIG",
+                        help="launch with this Accelerate DeepSpeed config, e.g. launch/deepspeed/zero2.yaml")
     parser.add_argument("--log-dir", default=str(ROOT / "runs" / "slurm"), help="where the job logs go")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--accelerate", default=str(ROOT / ".venv" / "bin" / "accelerate"))

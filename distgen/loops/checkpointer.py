@@ -17,7 +17,9 @@ Checks: before each save the replicas' parameter fingerprints are gathered (rank
 parameter. meta.json records the topology (world size, machines, data.num_workers, mixed precision);
 resuming under another one is refused with what changed, because the stream position is
 world size x workers dependent: run.accept_new_data_order=true (launch/train.py
---accept-new-data-order) continues with a new data order.
+--accept-new-data-order) continues with a new data order. A DeepSpeed checkpoint at another world size
+is refused even then (ZeRO's optimizer state is one file per rank). Under DeepSpeed <net>.safetensors
+holds the fp32 master weights (distgen/loops/zero.py), also in a bf16/fp16 run.
 
 Rollback: after resuming from step S, checkpoints of later steps belong to an abandoned branch; they
 move to RUN_DIR/abandoned/... before training, so rotation and `latest` only ever see the live branch.
@@ -37,6 +39,7 @@ from tqdm import tqdm
 
 from distgen.errors import ConfigError, TrainingError
 from distgen.loops.run_dir import checkpoint_steps
+from distgen.loops.zero import master_state_dict
 
 ACCEPT = "run.accept_new_data_order=true (or --accept-new-data-order)"
 
@@ -118,6 +121,14 @@ class Checkpointer:
         """Load `ckpt` into what the loop prepared and registered; refuse another topology unless accepted."""
         meta = json.loads((ckpt / "meta.json").read_text())
         changes = topology_changes(meta, self.topology)
+        saved_world = meta.get("topology", {}).get("world_size", meta.get("world_size"))
+        if self.acc.state.deepspeed_plugin is not None and saved_world not in (None, self.topology["world_size"]):
+            # checked before anything is loaded or announced: DeepSpeed would fail inside load_state
+            raise ConfigError(
+                f"checkpoint {ckpt} was written by DeepSpeed on {saved_world} processes and this run has "
+                f"{self.topology['world_size']}: ZeRO splits the optimizer state into one file per rank and "
+                f"cannot load it on another number of ranks ({ACCEPT} does not change that). Relaunch with "
+                f"--num_processes {saved_world} (over all machines), or score its weights with launch/evaluate.py")
         if changes:
             if not self.cfg.run.accept_new_data_order:
                 raise ConfigError(
@@ -180,9 +191,10 @@ class Checkpointer:
             for name, obj in self.per_rank.items():
                 torch.save(obj.state_dict(), tmp / f"{name}_rank{acc.process_index}.pt")
             if acc.state.deepspeed_plugin is not None and nets:
-                # DeepSpeed writes engine shards; also write each net's full weights by name for evaluate.py.
+                # DeepSpeed writes engine shards; also write each net's full weights by name for evaluate.py:
+                # the fp32 masters the optimizer steps, not the engine's bf16/fp16 copies (distgen/loops/zero.py)
                 for name, net in nets.items():
-                    weights = acc.get_state_dict(net)  # a collective under ZeRO-3: every rank calls it
+                    weights = master_state_dict(acc, net)  # a collective under ZeRO: every rank calls it
                     if acc.is_main_process:
                         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"{name}.safetensors"))
         except (OSError, RuntimeError, SafetensorError) as exc:  # what a full disk raises, library by library

@@ -47,30 +47,40 @@ class TrainState:
         self.step, self.batches = int(state["step"]), int(state["batches"])
 
 
-def _no_deepspeed_shm_op_for_one_cpu_process() -> None:
-    """DeepSpeed on a CPU JIT-compiles its shared-memory allreduce op (deepspeed_shm_comm: 30-70 s of ninja on
-    2 cores, again for every new checkout path) as its process group starts, even for one process, which has
-    nobody to reduce with. For one CPU process under DeepSpeed, mark the op unavailable in DeepSpeed's own
-    table of compatible ops (as its probe does on a machine that cannot build it): build_shm_op() then returns
-    None and collectives go through torch.distributed. Runs with peers keep the op."""
+def _no_deepspeed_shm_op_on_cpu() -> None:
+    """DeepSpeed on a CPU JIT-compiles its shared-memory allreduce op (deepspeed_shm_comm: 30 s to 9 min of
+    ninja on 2 busy cores, again for every new checkout path) as its process group starts. Training never
+    uses it: the only collective that does is DeepSpeed's `inference_all_reduce` (deepspeed/comm/torch.py);
+    the engine's all_reduce and everything distgen reduces go through torch.distributed, and the op's
+    shared memory could only join ranks on one host anyway. Under DeepSpeed on a CPU, mark the op
+    unavailable in DeepSpeed's own table of compatible ops (as its probe does on a machine that cannot
+    build it): build_shm_op() then returns None."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" or torch.cuda.is_available():
-        return
-    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
         return
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
+def _deepspeed_cpu_backend() -> dict:
+    """DeepSpeed on a CPU: Accelerate knows no distributed backend for the CPU device unless told one, and
+    then counts one process (num_processes 1, every rank process_index 0) whatever the world size: every
+    rank would act as the main process and collectives would size their buffers for one. Name gloo, the
+    backend DeepSpeed's CPU accelerator starts without oneCCL, so Accelerate reads the world from it."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" or torch.cuda.is_available():
+        return {}
+    return {"backend": "gloo"}
+
+
 def make_accelerator(cfg, style: str = "single") -> Accelerator:
-    _no_deepspeed_shm_op_for_one_cpu_process()  # before Accelerator(): it starts DeepSpeed's process group
+    _no_deepspeed_shm_op_on_cpu()  # before Accelerator(): it starts DeepSpeed's process group
     if cfg.train.threads > 0:  # before any kernel runs: the weights depend on it (config.py, train.threads)
         torch.set_num_threads(cfg.train.threads)
     # broadcast_buffers=False: D runs forward on reals and fakes before one backward; re-broadcasting
     # BatchNorm buffers in place between them breaks autograd under DDP. Parameters stay in sync.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
     # A dead peer fails every collective after this long instead of hanging the job forever.
-    pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.collective_timeout))
+    pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.collective_timeout), **_deepspeed_cpu_backend())
     # step_scheduler_with_optimizer=False: a scheduler.step() is one step, whatever the process count.
     # Trackers: W&B and/or TensorBoard (started by Run.start through history.start_trackers). TensorBoard
     # needs a logging_dir now, but the run dir is chosen after the Accelerator exists (Run, on rank 0):

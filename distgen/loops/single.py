@@ -41,6 +41,7 @@ from distgen.loops.common import Run, TrainState, checkpoint_meta, every, make_a
 from distgen.loops import nets as prepare_nets
 from distgen.loops.guard import Guard
 from distgen.loops.stepper import Group, Stepper
+from distgen.loops.zero import master_state_dict
 from distgen.recipes import family_class
 
 ONE = ""  # the name of the only stream of a single-stream family
@@ -64,10 +65,14 @@ def unnamed(batches: dict):
 
 def frozen_copies(nets: dict, acc) -> dict:
     """Eval-mode copies of the nets with rank 0's buffers on every rank (on CPU BatchNorm statistics
-    stay per rank; DDP keeps the weights equal). A collective: every rank calls it at the same step."""
+    stay per rank; DDP keeps the weights equal), under DeepSpeed with the fp32 master weights. A
+    collective: every rank calls it at the same step."""
     out = {}
     for name, net in nets.items():
-        net = copy.deepcopy(acc.unwrap_model(net, keep_torch_compile=False)).eval().float()  # fp32 even where DeepSpeed trains in bf16/fp16
+        copied = copy.deepcopy(acc.unwrap_model(net, keep_torch_compile=False)).eval().float()  # fp32 even where DeepSpeed trains in bf16/fp16
+        if acc.state.deepspeed_plugin is not None:  # the fp32 masters, as the checkpoint holds (a collective)
+            copied.load_state_dict(master_state_dict(acc, net))
+        net = copied
         if acc.num_processes > 1:
             for buf in net.buffers():
                 buf.copy_(broadcast(buf.clone(), from_process=0))
@@ -163,9 +168,9 @@ def train(cfg, resume: str | None = None) -> str:
                                        pin_memory=acc.device.type == "cuda", device=acc.device))
                for i, (name, (urls, stream_info)) in enumerate(trains.items())}
     guard = Guard(acc, cfg, run)
-    # Under DeepSpeed the engine steps inside backward (with its own fp16 loss scaler): no gradients are
-    # left to check. Elsewhere gradients are all-reduced before the check (fp16 under DDP: the GradScaler).
-    stepper = Stepper(acc, cfg, guard, nets, {ONE: Group(tuple(names), [opt])}, check=not deepspeed)
+    # Gradients are all-reduced before the check (fp16 under DDP: the GradScaler); under DeepSpeed the
+    # engine steps inside backward and skips a non-finite step itself, and the stepper counts its skips.
+    stepper = Stepper(acc, cfg, guard, nets, {ONE: Group(tuple(names), [opt])})
     half = engine_dtype(acc)
     images = 0
     run.start(state.step)

@@ -19,6 +19,8 @@ What `micro_batch` and `step` do, in order, for every family:
     mechanism) and counted, and `guard.record` keeps the run in a row that stops training (read only at
     log and checkpoint boundaries: distgen/loops/guard.py). fp16: a skip while the scale is >= 1 is the
     scaler finding its level; below 1 it counts toward the stop;
+  - DeepSpeed: the engine steps inside backward and skips a non-finite step itself; the stepper only
+    counts its skips for the guard (`_count_engine_skip`);
   - the terms are reported to distgen.stats, with `nonfinite_skipped` (the fraction of optimizer steps
     skipped) and, under fp16, `<net>/skipped`; then zero_grad.
 
@@ -49,9 +51,10 @@ class Group:
 
 class Stepper:
     def __init__(self, acc, cfg, guard, nets: dict, groups: dict[str, Group], check: bool = True):
-        """`check`: find and skip non-finite steps (off under DeepSpeed, whose engine steps inside backward)."""
+        """`check`: find and skip non-finite steps (under DeepSpeed the engine does, see `_count_engine_skip`)."""
         self.acc, self.cfg, self.guard, self.nets, self.groups = acc, cfg, guard, nets, groups
-        self.check = check and cfg.train.max_nonfinite > 0
+        self.engine_steps = acc.state.deepspeed_plugin is not None  # the engine steps inside acc.backward
+        self.check = check and cfg.train.max_nonfinite > 0 and not self.engine_steps
         for group in groups.values():
             group.params = [p for n in group.nets for p in nets[n].parameters() if p.requires_grad]
         # backward limited to the stepped parameters only where some net is not stepped (inputs= is a
@@ -122,9 +125,12 @@ class Stepper:
             stats.report(name, value)  # remembered, added on the device at end_iteration
         if not self.acc.sync_gradients:  # accumulating: the optimizers step on the last micro-batch
             return
+        if self.engine_steps:
+            self._count_engine_skip(phase)
+            return
         grads = [p.grad for p in group.params if p.grad is not None] if self.check else []
         scaler = self.acc.scaler
-        if not grads:  # the check is off, or DeepSpeed's engine took the gradients
+        if not grads:  # the check is off (train.max_nonfinite=0), or no parameter has a gradient
             for opt in group.optimizers:
                 opt.step()
         elif self.capture_mode:
@@ -192,6 +198,22 @@ class Stepper:
             self.found.zero_()
         self._checked.clear()
         self._rounds.clear()
+
+    def _count_engine_skip(self, phase: str) -> None:
+        """DeepSpeed: the engine has stepped inside `acc.backward` (and zeroed the gradients). Its ZeRO 1-2
+        optimizer skips a step whose reduced gradients hold inf/NaN by itself: in fp32 and bf16 its
+        gradient norm or overflow check, in fp16 its loss scaler. Count the skip and keep the guard's row
+        from the engine's answer. That check is DeepSpeed's host sync (its optimizer decides on the host
+        whether to step; it has no device-side skip); reading its answer, a Python bool, adds none here.
+        fp16: a skip while the scaler can still lower its scale is the scaler finding its level, not
+        counted toward the stop (as with the GradScaler)."""
+        engine = self.acc.deepspeed_engine_wrapped.engine
+        skipped = not engine.was_step_applied()
+        bad = torch.tensor(float(skipped), device=self.acc.device)
+        stats.report("nonfinite_skipped", bad)
+        scaler = getattr(engine.optimizer, "loss_scaler", None)
+        finding_level = engine.fp16_enabled() and getattr(scaler, "cur_scale", 0) > getattr(scaler, "min_scale", 0)
+        self.guard.record(bad * (not finding_level), phase)
 
 
 def _step_unless(opt, bad: torch.Tensor) -> None:
