@@ -35,3 +35,50 @@ def test_negative_learning_rate_is_one_line_from_train_py():
 def test_every_recipe_keeps_valid_optimiser_keys():
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         recipes.load(path)  # raises on a recipe the new range checks refuse
+
+
+# -- `--metrics acc` without its judge -------------------------------------------------------------
+
+TINY_ACGAN = [*TINY_GAN, "train.steps=4", "log.every=2", "log.sample_every=4", "run.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def acgan_run(digits, tmp_path_factory) -> Path:
+    """A tiny finished quickstart (ACGAN) run whose eval.classifier names a judge nobody trained."""
+    run_dir = tmp_path_factory.mktemp("acgan") / "run"
+    judge = run_dir.parent / "no-judge"
+    train("quickstart", *TINY_ACGAN, f"data.root={digits}", f"run.dir={run_dir}", f"eval.classifier={judge}")
+    return run_dir
+
+
+def test_acc_without_the_judge_gives_the_command_that_trains_it(acgan_run):
+    judge = acgan_run.parent / "no-judge"
+    result = script("evaluate", str(acgan_run), "--metrics", "acc", "--num-samples", "10")
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert f"eval.classifier's classifier run '{judge}', which does not exist" in line
+    assert f"`python launch/train.py recipes/classifier_digits.yaml run.dir={judge}`" in line
+    assert "--classifier RUN_DIR" in line
+
+
+def test_acc_with_a_judge_that_has_no_checkpoint_says_so(acgan_run, tmp_path):
+    (tmp_path / "config.yaml").write_text("family: classifier\n")  # a judge run that never saved
+    result = script("evaluate", str(acgan_run), "--metrics", "acc", "--classifier", str(tmp_path))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"--classifier's classifier run '{tmp_path}', which has no checkpoint yet" in line
+    assert "recipes/classifier_digits.yaml" in line
+
+
+def test_acc_with_no_judge_named_says_where_it_comes_from(acgan_run):
+    config = acgan_run / "config.yaml"
+    saved = config.read_text()
+    try:
+        config.write_text(saved.replace(f"classifier: {acgan_run.parent / 'no-judge'}", "classifier: ''"))
+        result = script("evaluate", str(acgan_run), "--metrics", "acc")
+    finally:
+        config.write_text(saved)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "judged by a classifier run (eval.classifier's judge), and this run names none" in line
+    assert "recipes/classifier_digits.yaml" in line and "--classifier runs/demo/classifier_digits" in line
