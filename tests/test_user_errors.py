@@ -82,3 +82,24 @@ def test_acc_with_no_judge_named_says_where_it_comes_from(acgan_run):
     (line,) = result.stderr.strip().splitlines()
     assert "judged by a classifier run (eval.classifier's judge), and this run names none" in line
     assert "recipes/classifier_digits.yaml" in line and "--classifier runs/demo/classifier_digits" in line
+
+
+# -- compare.py's figure goes next to what it compares ---------------------------------------------
+
+def test_compare_writes_its_curves_next_to_the_runs_and_says_where(acgan_run, tmp_path):
+    import shutil
+
+    other = tmp_path / "runs" / "b"
+    shutil.copytree(acgan_run, tmp_path / "runs" / "a")
+    shutil.copytree(acgan_run, other)
+    assert not (ROOT / "compare_curves.png").exists()
+    result = script("compare", str(tmp_path / "runs" / "a"), str(other))
+    assert result.returncode == 0, result.stderr
+    assert not (ROOT / "compare_curves.png").exists()  # not in the current directory (the repo)
+    plot = tmp_path / "runs" / "compare_curves.png"
+    assert plot.is_file() and f"![learning curves]({plot})" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == f"learning curves: {plot}"
+    one = script("compare", str(other))  # one run dir: inside it
+    assert (other / "compare_curves.png").is_file() and f"learning curves: {other / 'compare_curves.png'}" in one.stderr
+    out = script("compare", str(other), "--out", str(tmp_path / "mine.png"))
+    assert (tmp_path / "mine.png").is_file() and f"learning curves: {tmp_path / 'mine.png'}" in out.stderr
