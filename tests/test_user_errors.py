@@ -4,13 +4,14 @@ Optimiser keys out of range, `--metrics acc` without its judge, compare.py's fig
 directory, and `--resume auto` under another recipe or architecture."""
 from __future__ import annotations
 
-import os
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY_CLS, TINY_GAN, main_in_process, script, train
+from conftest import ROOT, TINY_GAN, main_in_process, script, train
 
 from distgen import recipes
 from distgen.errors import ConfigError
@@ -87,8 +88,6 @@ def test_acc_with_no_judge_named_says_where_it_comes_from(acgan_run):
 # -- compare.py's figure goes next to what it compares ---------------------------------------------
 
 def test_compare_writes_its_curves_next_to_the_runs_and_says_where(acgan_run, tmp_path):
-    import shutil
-
     other = tmp_path / "runs" / "b"
     shutil.copytree(acgan_run, tmp_path / "runs" / "a")
     shutil.copytree(acgan_run, other)
@@ -103,3 +102,51 @@ def test_compare_writes_its_curves_next_to_the_runs_and_says_where(acgan_run, tm
     assert (other / "compare_curves.png").is_file() and f"learning curves: {other / 'compare_curves.png'}" in one.stderr
     out = script("compare", str(other), "--out", str(tmp_path / "mine.png"))
     assert (tmp_path / "mine.png").is_file() and f"learning curves: {tmp_path / 'mine.png'}" in out.stderr
+
+
+# -- `--resume auto` under another recipe or architecture ------------------------------------------
+
+def resume_copy(acgan_run: Path, digits: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the finished 4-step run, and the overrides it was trained with (pointed at the copy)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(acgan_run, run_dir, symlinks=True)  # checkpoints/latest stays a link
+    return run_dir, [*TINY_ACGAN, f"data.root={digits}", f"run.dir={run_dir}",
+                     f"eval.classifier={acgan_run.parent / 'no-judge'}"]
+
+
+def test_resume_refuses_another_family_naming_what_changed(acgan_run, digits, tmp_path):
+    run_dir, _ = resume_copy(acgan_run, digits, tmp_path)
+    before = (run_dir / "config.yaml").read_text()
+    result = main_in_process("launch/train.py", ["recipes/dcgan_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}",
+                                                 f"run.dir={run_dir}", "--resume", "auto"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --resume: ") and "trained as family 'acgan' (recipe 'quickstart')" in line
+    assert "this config is family 'dcgan' (recipe 'dcgan_digits_smoke')" in line and "family: acgan -> dcgan" in line
+    assert (run_dir / "config.yaml").read_text() == before  # nothing rewritten
+    assert json_lines(run_dir) == json_lines(acgan_run)  # and nothing trained
+
+
+def test_resume_refuses_another_width_in_one_line(acgan_run, digits, tmp_path):
+    run_dir, overrides = resume_copy(acgan_run, digits, tmp_path)
+    before = (run_dir / "config.yaml").read_text()
+    result = main_in_process("launch/train.py", ["recipes/quickstart.yaml", *overrides,
+                                                 "model.width=16", "--resume", "auto"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()  # not load_state_dict's 37 lines
+    assert "do not fit this config's nets (another architecture; changed: model.width: 8 -> 16)" in line
+    assert (run_dir / "config.yaml").read_text() == before
+
+
+def test_resume_lists_other_changed_keys_and_continues(acgan_run, digits, tmp_path):
+    run_dir, overrides = resume_copy(acgan_run, digits, tmp_path)
+    result = train("quickstart", *overrides, "train.steps=6", "optim.lr_d=1e-4", resume="auto")
+    lines = result.stdout.splitlines()
+    start = lines.index("resumed with 2 changed config key(s) (config.yaml now holds the new values):")
+    assert lines[start + 1:start + 3] == ["  optim.lr_d: 0.0002 -> 0.0001", "  train.steps: 4 -> 6"]
+    assert "lr_d: 0.0001" in (run_dir / "config.yaml").read_text()
+    assert json_lines(run_dir)[-1]["step"] == 6
+
+
+def json_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
