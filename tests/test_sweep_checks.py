@@ -38,17 +38,27 @@ def test_bad_data_stops_the_sweep_before_any_run_starts(digits, tmp_path, launch
     assert not (tmp_path / "sweeps").exists()  # no manifest, no logs, no run dir: nothing ran
 
 
-def test_a_failed_runs_first_error_line_is_in_the_summary(digits, tmp_path):
-    # the data is there; the run fails at its start: periodic FID without local Inception weights
-    result = sweep(RECIPE, "run.seed=0", *TINY, f"data.root={digits}", "eval.every=2",
-                   f"eval.inception_weights={tmp_path / 'none.pth'}", "--root", str(tmp_path), "--name", "s")
-    assert result.returncode == 1
-    manifest = json.loads((tmp_path / "s" / "sweep.json").read_text())
-    (entry,) = manifest["runs"]
-    assert entry["status"] == "failed" and "eval.inception_weights" in entry["error"]
-    assert f"error: run run failed (exit 2): {entry['error']}; its log: " in result.stderr
-    log = (tmp_path / "s" / "logs" / "run.log").read_text()
-    assert f"error: {entry['error']}" in log  # the line train.py printed, word for word
+@pytest.fixture(scope="module")
+def two_runs(digits, tmp_path_factory):
+    """A sweep of two runs side by side: eval.every=0 trains; eval.every=2 fails at its start (periodic FID
+    without local Inception weights), after the data check has passed."""
+    root = tmp_path_factory.mktemp("sweeps")
+    result = sweep(RECIPE, "eval.every=0,2", *TINY, f"data.root={digits}",
+                   f"eval.inception_weights={root / 'none.pth'}", "--root", str(root), "--name", "s", "--parallel", "2")
+    return result, root / "s"
+
+
+def test_a_failed_runs_first_error_line_is_in_the_summary(two_runs):
+    result, sweep_dir = two_runs
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    good, bad = manifest["runs"]
+    assert good["status"] == "finished" and "error" not in good
+    assert bad["status"] == "failed" and "eval.inception_weights" in bad["error"]
+    assert f"error: run every=2 failed (exit 2): {bad['error']}; its log: " in result.stderr
+    assert f"every=2: failed (exit 2, " in result.stdout and f"): {bad['error']}" in result.stdout
+    log = (sweep_dir / "logs" / "every=2.log").read_text()
+    assert f"error: {bad['error']}" in log  # the line train.py printed, word for word
 
 
 def test_first_error_reads_train_py_errors_and_tracebacks():
@@ -58,18 +68,16 @@ def test_first_error_reads_train_py_errors_and_tracebacks():
     assert sw.first_error("Killed\n") == "Killed" and sw.first_error("") == "no output"
 
 
-def test_wall_time_includes_each_runs_start_up(digits, tmp_path):
-    result = sweep(RECIPE, "run.seed=0", *TINY, f"data.root={digits}", "--root", str(tmp_path), "--name", "s")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def test_wall_time_includes_each_runs_start_up(two_runs):
+    result, sweep_dir = two_runs
     assert "wall time: " in result.stdout.splitlines()[-1]
-    (entry,) = json.loads((tmp_path / "s" / "sweep.json").read_text())["runs"]
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
     report = launch_module("launch/report.py")
-    facts = json.loads((tmp_path / "s" / "run" / "run.json").read_text())
-    training, _, _ = report.sessions_time(facts)
+    training, _, _ = report.sessions_time(json.loads((sweep_dir / "every=0" / "run.json").read_text()))
     # the process (python, torch's import, the data, then training) outlasts its training session
-    assert entry["seconds"] > training + 1, (entry["seconds"], training)
-    row = report.sweep_wall_time(json.loads((tmp_path / "s" / "sweep.json").read_text()), [training])
-    assert "start-up included (sweep.json)" in row
+    assert manifest["runs"][0]["seconds"] > training + 1, (manifest["runs"][0]["seconds"], training)
+    assert manifest["runs"][1]["seconds"] > 0  # a failed start took time too
+    assert "start-up included (sweep.json)" in report.sweep_wall_time(manifest, [training])
 
 
 def build(argv: list[str], root: Path):
