@@ -372,7 +372,8 @@ def check_optim(optim: OptimConfig) -> None:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"'optim.{key}' must be a number > 0, got {value}")
     betas = [("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)]
-    betas += [(f"optim.betas_{net}[{i}]", b) for net in ("g", "d") for i, b in enumerate(getattr(optim, f"betas_{net}"))]
+    betas += [(f"optim.betas_{net}[{i}]", b) for net in ("g", "d")
+              for i, b in enumerate(getattr(optim, f"betas_{net}"))]
     for key, value in betas:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"'{key}' must be in [0, 1), got {value}")

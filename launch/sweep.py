@@ -9,10 +9,12 @@
 Values are parsed as YAML like train.py's overrides (`[1, 2]` stays one value); RECIPE may be a
 comma-separated list of recipes (an axis of its own). Every combination's config, and the shards it
 reads, are checked before anything starts. The grid's keys are ordered by name, so the order they are
-typed in changes nothing. A failed run's first error line is printed with its log. Each run's dir is runs/sweeps/<name>/<id> (id: the swept values, e.g. `lr_d=1e-4,seed=0`),
-its W&B group the sweep name; runs/sweeps/<name>/sweep.json lists the grid and every run's overrides
-and status. The name defaults to the recipe and swept keys, so rerunning the same command continues
-the sweep: finished runs are skipped, interrupted ones resume from their last checkpoint.
+typed in changes nothing. Each run's dir is runs/sweeps/<name>/<id> (id: the swept values, e.g.
+`lr_d=1e-4,seed=0`), its W&B group the sweep name; runs/sweeps/<name>/sweep.json lists the grid and
+every run's overrides, status, process seconds (start-up included) and, for a failed run, its first
+error line, which the summary prints with the run's log. The name defaults to the recipe and swept
+keys, so rerunning the same command continues the sweep: finished runs are skipped, interrupted ones
+resume from their last checkpoint.
 
 --local runs launch/train.py under `accelerate launch` (your accelerate config; `--launch-args`
 adds flags) or plain python (`--launcher python`), logs in runs/sweeps/<name>/logs/<id>.log;
@@ -148,8 +150,11 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
             todo.append(i)
         elif not sw.after_done(sweep.after, run):  # trained, not yet evaluated
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished; running the study's `after` commands", flush=True)
+            log = logs / f"{run['id']}.log"
+            offset = log.stat().st_size if log.is_file() else 0
             if not run_after(sweep, run, logs):
                 run["status"], run["returncode"] = "failed", None
+                run["error"] = attempt_error(log, offset, True, 0)
                 failed.append(run)
         else:
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished, skipped")

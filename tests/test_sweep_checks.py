@@ -63,7 +63,8 @@ def test_a_failed_runs_first_error_line_is_in_the_summary(two_runs):
 
 def test_first_error_reads_train_py_errors_and_tracebacks():
     assert sw.first_error("loading\nerror: data.root 'x': no index.json\nmore\n") == "data.root 'x': no index.json"
-    trace = "step 1\nTraceback (most recent call last):\n  File \"a.py\", line 1\n    x()\nRuntimeError: CUDA out of memory\n"
+    trace = ("step 1\nTraceback (most recent call last):\n  File \"a.py\", line 1\n    x()\n"
+             "RuntimeError: CUDA out of memory\n")
     assert sw.first_error(trace) == "RuntimeError: CUDA out of memory"
     assert sw.first_error("Killed\n") == "Killed" and sw.first_error("") == "no output"
 
