@@ -96,6 +96,7 @@ def metric_images(names, cfg, family, args, accel) -> dict:
 def metric_judge(names, cfg, family, args, accel) -> dict:
     if not accel.is_main_process:  # a small job: the main process does it alone
         return {}
+    require_judge(args.classifier or cfg.eval.classifier, ",".join(names), flag=bool(args.classifier))
     return judge_metrics(names, cfg, family, args.classifier or cfg.eval.classifier, args.num_samples, args.seed)
 
 

@@ -150,3 +150,10 @@ def test_resume_lists_other_changed_keys_and_continues(acgan_run, digits, tmp_pa
 
 def json_lines(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_judge_fid_without_the_judge_names_the_flag_it_came_from(acgan_run, tmp_path):
+    result = script("evaluate", str(acgan_run), "--metrics", "judge_fid", "--classifier", str(tmp_path / "nothing"))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"metric 'judge_fid' is judged by --classifier's classifier run '{tmp_path / 'nothing'}'" in line
