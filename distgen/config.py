@@ -341,6 +341,7 @@ def check(cfg: Config, family) -> None:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
     if cfg.train.threads < 0:
         raise ConfigError(f"'train.threads' must be >= 0 (0 = as launched), got {cfg.train.threads}")
+    check_optim(cfg.optim)
     if not 0.0 <= cfg.optim.decay_start <= 1.0:
         raise ConfigError(f"'optim.decay_start' must be in [0, 1], got {cfg.optim.decay_start}")
     if cfg.train.grad_accum < 1:
@@ -369,3 +370,22 @@ def check(cfg: Config, family) -> None:
         if phase.name not in phases:
             raise ConfigError(f"'train.phases[{i}].name' is {phase.name!r}; family '{cfg.family}' has phases: "
                               f"{', '.join(phases) or 'none (single-objective family)'}")
+
+
+def check_optim(optim: OptimConfig) -> None:
+    """The optimiser's numbers in the ranges torch accepts (a negative lr is otherwise a traceback from
+    inside torch.optim once the loop builds the optimizer), each error naming the key."""
+    for key in ("lr", "lr_g", "lr_d"):
+        value = getattr(optim, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"'optim.{key}' must be a number > 0, got {value}")
+    betas = [("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)]
+    betas += [(f"optim.betas_{net}[{i}]", b) for net in ("g", "d")
+              for i, b in enumerate(getattr(optim, f"betas_{net}"))]
+    for key, value in betas:
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"'{key}' must be in [0, 1), got {value}")
+    if not 0.0 <= optim.momentum < 1.0:
+        raise ConfigError(f"'optim.momentum' must be in [0, 1), got {optim.momentum}")
+    if not (math.isfinite(optim.weight_decay) and optim.weight_decay >= 0):
+        raise ConfigError(f"'optim.weight_decay' must be >= 0, got {optim.weight_decay}")

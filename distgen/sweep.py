@@ -87,7 +87,9 @@ def parse_grid(items: list[str]) -> tuple[list[str], dict[str, list[str]]]:
             fixed.append(f"{key}={values[0]}")
         else:
             axes[key] = values
-    return fixed, axes
+    # The sweep's identity (its default name, the run ids, the check of a rerun) must not depend on the
+    # order the grid's arguments were typed in: the axes in key order (each axis keeps its value order)
+    return fixed, dict(sorted(axes.items()))
 
 
 def load_study(path: str | Path) -> Sweep:
@@ -271,6 +273,31 @@ def mark_after_done(after: list[str], run: dict) -> None:
 def check_same(sweep: Sweep, old: dict) -> None:
     """A rerun must be the same sweep: a different grid under the same name would mix two experiments."""
     for key, mine in (("recipes", sweep.recipes), ("fixed", sweep.fixed), ("grid", sweep.axes)):
+        if key == "fixed" and same_fixed(old.get(key) or [], mine):
+            continue
         if old.get(key) != mine:
             raise ConfigError(f"sweep '{sweep.name}' exists with other {key} ({old.get(key)!r}, now {mine!r}); "
                               f"give it another --name, or rerun the same command to continue it")
+
+
+def same_fixed(old: list[str], new: list[str]) -> bool:
+    """The same fixed overrides in another order: each key's last value (the one that wins) is the same."""
+    def last(items: list[str]) -> dict:
+        return {k: v for k, _, v in (i.partition("=") for i in items)}
+
+    return last(old) == last(new)
+
+
+def first_error(log: str) -> str:
+    """The line that says why a run failed, from the output of its attempt: train.py's one-line `error: ...`,
+    else the exception line that ends a traceback, else the last line written."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    if "Traceback (most recent call last):" in lines:
+        after = lines[len(lines) - lines[::-1].index("Traceback (most recent call last):"):]
+        ends = [line for line in after if not line.startswith((" ", "\t"))]
+        if ends:
+            return ends[-1]
+    return lines[-1] if lines else "no output"

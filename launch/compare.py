@@ -1,6 +1,6 @@
 """Compare runs: a table of final metrics, the config keys that differ, overlaid learning curves.
 
-    python launch/compare.py RUN_DIR RUN_DIR ... [--csv FILE] [--plot FILE]
+    python launch/compare.py RUN_DIR RUN_DIR ... [--csv FILE] [--out FILE]
     python launch/compare.py --wandb ENTITY/PROJECT [--filter '{"config.family": "dcgan"}'] [--csv FILE]
     python launch/compare.py --wandb ENTITY/PROJECT --group SWEEP_NAME [--group-by KEY[,KEY]] [--csv FILE]
     python launch/compare.py runs/sweeps/NAME [RUN_DIR ...] --group-by KEY[,KEY] [--metrics M,M] [--csv FILE]
@@ -10,9 +10,11 @@ the newest eval/step_<N>.json as eval/<key> (from W&B: the run summary, with the
 since the loops log the same keys there). Only config keys whose values differ are listed;
 run.dir is left out (it differs for every run and names the columns). How each run ran
 (RUN_DIR/run.json: mixed precision, world size, machines, data.num_workers, distgen commit, how it
-ended) is listed per run and compared like config keys, as run.json/<fact>. --plot (default
-compare_curves.png) gets one panel per logged key with one line per run (none for a key that is 0
-throughout, such as nonfinite_skipped); --csv FILE writes one row per run. A sweep dir
+ended) is listed per run and compared like config keys, as run.json/<fact>. The learning curves go
+next to what is compared, and the last line on stderr says where: DIR/compare_curves.png for one
+run or sweep dir, the runs' common parent folder for several (./compare_curves.png for W&B runs);
+--out FILE (or --plot) puts them elsewhere. One panel per logged key with one line per run (none
+for a key that is 0 throughout, such as nonfinite_skipped); --csv FILE writes one row per run. A sweep dir
 (launch/sweep.py) stands for its runs. --group-by prints one row per group instead: each final
 metric as mean ± std over the group's runs (seeds) with n, and the keys the groups differ in;
 curves are each group's mean with a ± std band; --csv gets one row per group
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -139,6 +142,24 @@ def write_csv(runs: list[RunData], diff: list[str], path: Path) -> None:
                          + [r.final.get(k, "") for k in metrics])
 
 
+PLOT = "compare_curves.png"
+
+
+def default_plot(run_dirs: list[str]) -> Path:
+    """Next to what is compared: in the one run or sweep dir given, else in the dirs' common parent folder
+    (W&B runs, which have no local dir: the current directory)."""
+    if not run_dirs:
+        return Path(PLOT)
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0]) / PLOT
+    return Path(os.path.commonpath([os.path.abspath(d) for d in run_dirs])) / PLOT
+
+
+def say_where(plot: Path | None) -> None:
+    if plot is not None and plot.is_file():
+        print(f"learning curves: {plot}", file=sys.stderr)
+
+
 def plot_curves(runs: list[RunData], path: Path) -> Path | None:
     history = [row for r in runs for row in r.history]
     keys = [k for k in numeric_keys(history) if not zero_throughout(history, k)]  # no all-zero panels
@@ -155,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default="", metavar="NAME",
                         help="with --wandb: the runs of this W&B group (a sweep's name), grouped as the sweep recorded")
     parser.add_argument("--csv", default="", help="also write one row per run to this CSV file")
-    parser.add_argument("--plot", default="compare_curves.png", help="overlaid learning curves (PNG)")
+    parser.add_argument("--out", "--plot", dest="plot", default="",
+                        help=f"overlaid learning curves (PNG; default: {PLOT} next to the runs compared)")
     parser.add_argument("--group-by", default="", help="KEY[,KEY]: one row per group, mean ± std over its runs")
     parser.add_argument("--metrics", default="", help="with --group-by: these final metrics only (comma-separated)")
     args = parser.parse_args(argv)
@@ -182,16 +204,19 @@ def main(argv: list[str] | None = None) -> int:
             runs = [load_run_dir(d, name) for d, name in zip(run_dirs, short_names(run_dirs))]
         if args.group_by:
             keys, metrics = ([v.strip() for v in t.split(",") if v.strip()] for t in (args.group_by, args.metrics))
-            print(grouping.report(runs, keys, metrics, Path(args.plot), args.csv), end="")
+            plot = Path(args.plot or default_plot(args.run_dirs))
+            print(grouping.report(runs, keys, metrics, plot, args.csv), end="")
+            say_where(plot)
             return 0
         diff = differing_keys(runs)
-        plot = plot_curves(runs, Path(args.plot))
+        plot = plot_curves(runs, Path(args.plot or default_plot(args.run_dirs)))
         if args.csv:
             write_csv(runs, diff, Path(args.csv))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown(runs, diff, plot), end="")
+    say_where(plot)
     return 0
 
 

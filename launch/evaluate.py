@@ -40,7 +40,7 @@ from distgen.checkpoint import load_run
 from distgen.errors import ConfigError, DataError
 from distgen.evaluation.fidelity import FIDELITY_METRICS, evaluate_generator
 from distgen.evaluation.inception import resolve_weights
-from distgen.evaluation.judge import JUDGE_METRICS, judge_metrics
+from distgen.evaluation.judge import JUDGE_METRICS, judge_metrics, require_judge
 from distgen.evaluation.pixel import DEFAULT_THRESHOLD, PIXEL_METRICS, translation_pixels
 from distgen.evaluation.reference import default_cache_dir
 from distgen.loops.single import eval_sums, streams
@@ -64,9 +64,7 @@ def metric_acc(names, cfg, family, args, accel) -> dict:
         raise ConfigError(f"metric '{names[0]}' needs a class-conditioned family or a single-objective run; "
                           f"'{cfg.family}' is neither (fid, isc, kid, prc measure its samples)")
     judge_dir = args.classifier or cfg.eval.classifier
-    if not judge_dir:
-        raise ConfigError("metric 'acc' needs a judge: set eval.classifier=RUN_DIR in the recipe or pass "
-                          "--classifier RUN_DIR (a run of recipes/classifier_digits.yaml)")
+    require_judge(judge_dir, "acc", flag=bool(args.classifier))
     judge_cfg, judge, _ = load_run(judge_dir, "latest", device=family.device)
     if judge_cfg.family != "classifier":
         raise ConfigError(f"eval.classifier '{judge_dir}' is a '{judge_cfg.family}' run, not a classifier run")
@@ -98,6 +96,7 @@ def metric_images(names, cfg, family, args, accel) -> dict:
 def metric_judge(names, cfg, family, args, accel) -> dict:
     if not accel.is_main_process:  # a small job: the main process does it alone
         return {}
+    require_judge(args.classifier or cfg.eval.classifier, ",".join(names), flag=bool(args.classifier))
     return judge_metrics(names, cfg, family, args.classifier or cfg.eval.classifier, args.num_samples, args.seed)
 
 

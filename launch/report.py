@@ -334,12 +334,22 @@ def sweep_facts(sweep_dir: Path, manifest: dict, runs: list, keys: list[str], ho
                  ("how the runs ran", counted([f"mixed precision {f.get('mixed_precision', '?')}, world size "
                                                f"{f.get('world_size', '?')} on {f.get('machines', '?')} machine(s)"
                                                for f in facts])),
-                 ("wall time", f"{duration(sum(s for s in seconds if s))} summed over the runs"
-                               + (f" ({seconds.count(None)} without an end time not counted)" if None in seconds
-                                  else ""))]
+                 ("wall time", sweep_wall_time(manifest, seconds))]
     if len(facts) < len(runs):
         rows.append(("run.json", f"{len(runs) - len(facts)} run(s) without one (from before distgen recorded it)"))
     return rows
+
+
+def sweep_wall_time(manifest: dict, sessions: list[float | None]) -> str:
+    """The runs' process time as launch/sweep.py --local measured it (start-up included: launcher, imports,
+    data), else their training sessions from run.json (which start once training has, e.g. SLURM tasks)."""
+    measured = [r["seconds"] for r in manifest["runs"] if isinstance(r.get("seconds"), (int, float))]
+    if measured:
+        return (f"{duration(sum(measured))} summed over {len(measured)} runs' processes, start-up included "
+                f"(sweep.json)")
+    return (f"{duration(sum(s for s in sessions if s))} summed over the runs' training sessions (run.json; "
+            f"start-up not recorded)" + (f" ({sessions.count(None)} without an end time not counted)"
+                                         if None in sessions else ""))
 
 
 def build_sweep(sweep_dir: Path, group_by: str = "", metrics: str = "") -> tuple[Path, Path]:

@@ -7,11 +7,14 @@
     python launch/report.py runs/sweeps/NAME                   # one HTML page: table, curves, a grid per group
 
 Values are parsed as YAML like train.py's overrides (`[1, 2]` stays one value); RECIPE may be a
-comma-separated list of recipes (an axis of its own). Every combination is validated before anything
-starts. Each run's dir is runs/sweeps/<name>/<id> (id: the swept values, e.g. `lr_d=1e-4,seed=0`),
-its W&B group the sweep name; runs/sweeps/<name>/sweep.json lists the grid and every run's overrides
-and status. The name defaults to the recipe and swept keys, so rerunning the same command continues
-the sweep: finished runs are skipped, interrupted ones resume from their last checkpoint.
+comma-separated list of recipes (an axis of its own). Every combination's config, and the shards it
+reads, are checked before anything starts. The grid's keys are ordered by name, so the order they are
+typed in changes nothing. Each run's dir is runs/sweeps/<name>/<id> (id: the swept values, e.g.
+`lr_d=1e-4,seed=0`), its W&B group the sweep name; runs/sweeps/<name>/sweep.json lists the grid and
+every run's overrides, status, process seconds (start-up included) and, for a failed run, its first
+error line, which the summary prints with the run's log. The name defaults to the recipe and swept
+keys, so rerunning the same command continues the sweep: finished runs are skipped, interrupted ones
+resume from their last checkpoint.
 
 --local runs launch/train.py under `accelerate launch` (your accelerate config; `--launch-args`
 adds flags) or plain python (`--launcher python`), logs in runs/sweeps/<name>/logs/<id>.log;
@@ -37,7 +40,7 @@ from pathlib import Path
 import submit  # launch/submit.py (this script's folder is on sys.path): the array job is its job
 from distgen import plugins
 from distgen import sweep as sw
-from distgen.errors import ConfigError
+from distgen.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +77,29 @@ def build(args) -> tuple[sw.Sweep, list[dict], Path]:
     # the runs (and a SLURM array's tasks) start in the repository: give them the plug-in families' folders
     os.environ["PYTHONPATH"] = plugins.pythonpath(os.environ.get("PYTHONPATH"))
     return sweep, runs, root
+
+
+def check_data(runs: list[dict]) -> None:
+    """Every unfinished run's shards, as training's start checks them, before any run starts: a wrong
+    data.root would otherwise fail every run of the grid in turn. One error: the first bad run, and how
+    many share the problem."""
+    from distgen import recipes
+    from distgen.data import check
+
+    bad = []
+    for run in runs:
+        if sw.state(run) == "finished":
+            continue
+        cfg = recipes.load(run["recipe"], run["overrides"])
+        try:
+            check.check(cfg, recipes.family_class(cfg.family))
+        except (ConfigError, DataError) as exc:
+            bad.append((run, exc))
+    if bad:
+        run, exc = bad[0]
+        combo = ", ".join(f"{k}={v}" for k, v in run["values"].items()) or run["recipe"]
+        more = f" ({len(bad)} of the {len(runs)} runs have bad data)" if len(bad) > 1 else ""
+        raise DataError(f"sweep run [{combo}]: {exc}{more}; nothing was started")
 
 
 def _is_study(path: str) -> bool:
@@ -121,19 +147,24 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
     logs = root / sweep.name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     todo, failed = [], []
+    began = time.time()
     for i, run in enumerate(runs):
         run["status"] = sw.state(run)
         if run["status"] != "finished":
             todo.append(i)
         elif not sw.after_done(sweep.after, run):  # trained, not yet evaluated
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished; running the study's `after` commands", flush=True)
+            log = logs / f"{run['id']}.log"
+            offset = log.stat().st_size if log.is_file() else 0
             if not run_after(sweep, run, logs):
                 run["status"], run["returncode"] = "failed", None
+                run["error"] = attempt_error(log, offset, True, 0)
                 failed.append(run)
         else:
             print(f"[{i + 1}/{len(runs)}] {run['id']}: finished, skipped")
     sw.write_manifest(sweep, runs, root)
     active: dict[int, tuple[subprocess.Popen, float, int]] = {}  # run index -> (process, start, slot)
+    offsets: dict[int, int] = {}  # run index -> where its attempt's output starts in its log
     try:
         while todo or active:
             while todo and len(active) < args.parallel:
@@ -150,6 +181,7 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
                 with open(logs / f"{run['id']}.log", "a") as log:
                     log.write(f"$ {shlex.join(cmd)}\n")
                     log.flush()
+                    offsets[i] = log.tell()  # this attempt's output starts here (the log is appended to)
                     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
                     active[i] = (proc, time.time(), slot)
                 run["status"] = "running"
@@ -161,14 +193,21 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
                     continue
                 del active[i]
                 run = runs[i]
-                run["status"] = "finished" if proc.returncode == 0 and sw.state(run) == "finished" else "failed"
+                trained = proc.returncode == 0 and sw.state(run) == "finished"
+                run["status"] = "finished" if trained else "failed"
                 run["returncode"] = proc.returncode
+                # the process's wall time, start-up (launcher, imports, data) included, summed over attempts;
+                # run.json's sessions start once training has started
+                run["seconds"] = round(run.get("seconds", 0.0) + time.time() - started, 1)
+                run.pop("error", None)
                 if run["status"] == "finished" and not run_after(sweep, run, logs):
                     run["status"] = "failed"
                 if run["status"] == "failed":
+                    run["error"] = attempt_error(logs / f"{run['id']}.log", offsets[i], trained, proc.returncode)
                     failed.append(run)
+                why = f": {run['error']}" if run["status"] == "failed" else ""
                 print(f"[{i + 1}/{len(runs)}] {run['id']}: {run['status']} (exit {proc.returncode}, "
-                      f"{time.time() - started:.0f} s)", flush=True)
+                      f"{time.time() - started:.0f} s){why}", flush=True)
                 sw.write_manifest(sweep, runs, root)
     except KeyboardInterrupt:
         # Ctrl-C in a terminal reaches the runs too; a `kill -INT` of this process alone is passed on.
@@ -183,12 +222,26 @@ def run_local(sweep: sw.Sweep, runs: list[dict], root: Path, args) -> int:
         print(f"interrupted; rerun the same command to continue sweep '{sweep.name}'", file=sys.stderr)
         return 130
     for run in failed:
-        print(f"error: run {run['id']} failed (exit {run.get('returncode')}); its log: "
-              f"{logs / (run['id'] + '.log')}", file=sys.stderr)
+        print(f"error: run {run['id']} failed (exit {run.get('returncode')}): {run.get('error', 'see its log')}; "
+              f"its log: {logs / (run['id'] + '.log')}", file=sys.stderr)
     if sweep.table and not failed:
         print_table(sweep, runs)
     print(f"sweep dir: {root / sweep.name}")
+    print(f"wall time: {time.time() - began:.0f} s for this command, start-up of every run included")
     return 1 if failed else 0
+
+
+def attempt_error(log: Path, offset: int, trained: bool, returncode: int | None) -> str:
+    """Why an attempt failed, from its output in the log: the first error line of the training, or of a
+    study's `after` command (evaluation) on a run that trained."""
+    with open(log, errors="replace") as f:
+        f.seek(offset)
+        text = f.read()
+    if trained:
+        return f"an `after` command failed: {sw.first_error(text)}"
+    if returncode == 0:
+        return f"it exited before train.steps (stopped early): {sw.first_error(text)}"
+    return sw.first_error(text)
 
 
 def print_table(sweep: sw.Sweep, runs: list[dict]) -> None:
@@ -261,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         path = sw.manifest_path(root, sweep.name)
         if path.is_file():
             sw.check_same(sweep, sw.read_manifest(path))
-    except ConfigError as exc:
+        if not args.dry_run:
+            check_data(runs)
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.slurm and args.dry_run:

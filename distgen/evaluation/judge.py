@@ -86,13 +86,34 @@ if NAME not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(NAME, JudgeFeatures)
 
 
+JUDGE_RECIPE = "recipes/classifier_digits.yaml"
+JUDGE_DIR = "runs/demo/classifier_digits"  # where `make demo` and recipes/quickstart.yaml keep it
+
+
+def require_judge(run_dir: str | Path | None, metric: str, flag: bool = False) -> None:
+    """A judge run that is there and trained, or one line that says what the judge is and how to get it:
+    the command that trains it, and where to point at it (a new user's first `--metrics acc`)."""
+    source = "--classifier" if flag else "eval.classifier"
+    train = f"python launch/train.py {JUDGE_RECIPE} run.dir={run_dir or JUDGE_DIR}"
+    if not run_dir:
+        raise ConfigError(f"metric '{metric}' is judged by a classifier run (eval.classifier's judge), and this run "
+                          f"names none: train one with `{train}` (make demo does), then pass --classifier "
+                          f"{JUDGE_DIR} or set eval.classifier={JUDGE_DIR}")
+    run_dir = Path(run_dir)
+    missing = ("does not exist" if not run_dir.exists() else "is not a run dir (no config.yaml)"
+               if not (run_dir / "config.yaml").is_file() else "has no checkpoint yet"
+               if not (run_dir / "checkpoints" / "latest" / "meta.json").is_file() else "")
+    if missing:
+        raise ConfigError(f"metric '{metric}' is judged by {source}'s classifier run '{run_dir}', which {missing}: "
+                          f"train it with `{train}` (make demo does), or pass --classifier RUN_DIR of a "
+                          f"trained classifier run")
+
+
 def load_judge(run_dir: str | Path | None, device: str | torch.device = "cpu"):
     """The classifier family of a judge run, in eval mode."""
     from distgen.checkpoint import load_run  # the family registry: only when a judge is loaded
 
-    if not run_dir:
-        raise ConfigError("judge metrics need a judge: set eval.classifier=RUN_DIR in the recipe or pass "
-                          "--classifier RUN_DIR (a run of recipes/classifier_digits.yaml)")
+    require_judge(run_dir, "judge_fid/coverage")
     cfg, judge, _ = load_run(run_dir, "latest", device=device)
     if cfg.family != "classifier" or cfg.model.target != "class":
         raise ConfigError(f"judge '{run_dir}' is a '{cfg.family}' run predicting "

@@ -27,6 +27,7 @@ from distgen import plugins, stats
 from distgen.loops import signals
 from distgen.checkpoint import info_to_meta
 from distgen.errors import ConfigError
+from distgen.loops import resume_config
 from distgen.loops import run_dir as run_dir_mod
 from distgen.loops.checkpointer import Checkpointer
 from distgen.loops.history import History, start_trackers
@@ -145,6 +146,7 @@ class Run:
             raise ConfigError(choice[0]["error"])
         self.dir = Path(choice[0]["dir"])
         self.resume_from = Path(choice[0]["ckpt"]) if choice[0]["ckpt"] else None
+        self.changed: list[str] = choice[0]["changed"]  # config keys this resume changes (resume_config.py)
         self.bar = None
         self.totals: dict[str, float] = {}
         self.step = 0
@@ -160,6 +162,7 @@ class Run:
         """Main process: choose the run dir and checkpoint, and lock the dir (a dict to broadcast)."""
         try:
             run_dir, ckpt = run_dir_mod.resolve(self.cfg, resume)
+            changed = resume_config.check(self.cfg, ckpt) if ckpt else []  # another family: refused here
             created = run_dir  # the outermost folder this start creates (runs/<recipe>/ too, the first time)
             while not created.parent.exists() and created.parent != created:
                 created = created.parent
@@ -174,7 +177,7 @@ class Run:
         except (ConfigError, OSError) as exc:  # every rank stops with the same message, none waits forever
             return {"error": str(exc)}
         atexit.register(self._at_exit)
-        return {"dir": str(run_dir), "ckpt": str(ckpt) if ckpt else None}
+        return {"dir": str(run_dir), "ckpt": str(ckpt) if ckpt else None, "changed": changed}
 
     def _at_exit(self) -> None:
         """A start that failed before training leaves no run dir it created; a failed run says so in run.json."""
@@ -256,9 +259,21 @@ class Run:
         """Load the checkpoint chosen at start (after prepare and register_for_checkpointing)."""
         if self.resume_from is None:
             return False
-        self.checkpoints.load(self.resume_from)
+        try:
+            self.checkpoints.load(self.resume_from)
+        except RuntimeError as exc:
+            # load_state_dict's "Error(s) in loading state_dict" (size mismatch, missing or unexpected keys):
+            # only the built nets know their shapes, so the load itself is the architecture check
+            if "state_dict" not in str(exc):
+                raise
+            raise resume_config.architecture_error(self.resume_from, self.changed) from None
         if self.acc.is_main_process:
             tqdm.write(f"resumed from {self.resume_from}")
+            if self.changed:
+                tqdm.write(f"resumed with {len(self.changed)} changed config key(s) (config.yaml now holds the new "
+                           f"values):")
+                for change in self.changed:
+                    tqdm.write(f"  {change}")
         return True
 
     def save(self, step: int, meta: dict, nets: dict | None = None) -> Path:
