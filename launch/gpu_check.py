@@ -306,10 +306,8 @@ def emit(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "cuda_graph", "benchmark"],
-                        choices=["train", "fid", "resume", "cuda_graph", "benchmark"])
-    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "syncbn", "benchmark"],
-                        choices=["train", "fid", "resume", "syncbn", "benchmark"])
+    checks = ["train", "fid", "resume", "syncbn", "cuda_graph", "benchmark"]
+    parser.add_argument("--only", nargs="+", default=checks, choices=checks)
     parser.add_argument("--families", nargs="+", default=[*GAN, *SINGLE], choices=[*GAN, *SINGLE],
                         help="families of the train checks (default: all)")
     parser.add_argument("--jobs", type=int, default=8, help="checks running at once on the GPU")
