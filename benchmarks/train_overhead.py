@@ -192,7 +192,7 @@ def op_counts() -> dict:
     fields = {}
     for precision, label in (("no", "fp32"), ("bf16", "bf16")):
         r = ops_per_iteration(precision)
-        fields[f"ops_{label}"] = {"harness": r["harness"]["ops"], "bare": r["bare"]["ops"],
+        fields[f"ops_{label}"] = {"harness": round(r["harness"]["ops"], 2), "bare": round(r["bare"]["ops"], 2),
                                   "ratio": round(r["ratio"], 4)}
     return fields
 
