@@ -35,7 +35,7 @@ import webdataset as wds
 from PIL import Image
 
 from distgen.data.samples import IMAGE_KEYS, npy_image
-from distgen.data.tar import members, open_shard
+from distgen.data.tar import open_shard, placed_members
 from distgen.errors import DataError
 from shards.common import progress
 
@@ -89,7 +89,7 @@ def image_shape(ext: str, data: bytes) -> tuple[int, int, int]:
 def read_one(url: str) -> dict:
     """Everything the index needs from one shard, and its problems as (key, what) pairs."""
     out = {"url": url, "count": 0, "shapes": collections.Counter(), "shape_key": {}, "labels": set(),
-           "attrs": None, "with_cls": 0, "with_attrs": 0, "problems": [], "no_cls": [], "no_attrs": []}
+           "attrs": None, "offsets": [], "with_cls": 0, "with_attrs": 0, "problems": [], "no_cls": [], "no_attrs": []}
     done, current = set(), None
 
     def finish(sample):
@@ -129,7 +129,7 @@ def read_one(url: str) -> dict:
     try:
         stream = open_shard(url)
         try:
-            for name, data in members(stream):
+            for name, data, position in placed_members(stream):
                 key, ext = wds.tariterators.base_plus_ext(name)
                 if key is None or key.rsplit("/", 1)[-1].startswith("__"):
                     continue
@@ -143,6 +143,7 @@ def read_one(url: str) -> dict:
                                                      f"(other samples between them); write the tar with "
                                                      f"`tar --sort=name`"))
                     current = {"__key__": key}
+                    out["offsets"].append(position)  # where a reader seeks to start at this sample
                 current[ext.lower()] = data
             if current is not None:
                 finish(current)
@@ -195,9 +196,11 @@ def build(urls: list[str], out_path: Path, rules: list[tuple[str, str]], workers
     splits: dict[str, dict] = {}
     for s in shards:
         name = os.path.relpath(s["url"], base)
-        entry = splits.setdefault(split_of(Path(s["url"]).name, rules), {"shards": [], "count": 0, "counts": []})
+        entry = splits.setdefault(split_of(Path(s["url"]).name, rules),
+                                  {"shards": [], "count": 0, "counts": [], "offsets": []})
         entry["shards"].append(name)
         entry["counts"].append(s["count"])
+        entry["offsets"].append(s["offsets"])
         entry["count"] += s["count"]
     attr_names = next((s["attrs"] for s in shards if s["attrs"]), None) or []
     index = {"format": "index", "image_size": min(h, w), "channels": channels,

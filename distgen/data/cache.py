@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
+from distgen.data.deal import reader_length, reader_shards
 from distgen.data.samples import Skips, Transform, log
 from distgen.data.tar import read_shard
 from distgen.errors import DataError
@@ -70,9 +71,10 @@ class CachedBatches:
         self.shuffle_buffer, self.start_batch = data_cfg.shuffle_buffer, start_batch
         self.roles = max(data_cfg.num_workers, 1)  # the readers the stream would have on this rank
         self.where = f"data.cache={data_cfg.cache} (rank {rank})"
-        if self.mode == "split" and len(self.urls) < self.roles:
-            raise DataError(f"{self.where}: {len(self.urls)} shards in this process's share for "
-                            f"{self.roles} readers (data.num_workers); lower data.num_workers or write more shards")
+        if not self.urls:
+            raise DataError(f"{self.where}: {len(self.all_urls)} shards for {world_size} processes, and each process "
+                            f"caches whole shards (shards rank, rank + world, ...); write at least one shard per "
+                            f"process (`python -m shards FORMAT ... --samples-per-shard N`) or use data.cache=none")
         self.skips = Skips(data_cfg.max_skip_fraction, self.where)
         self._load(info)
 
@@ -120,27 +122,29 @@ class CachedBatches:
             if show and time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
                 log.warning(f"{self.where}: read {i + 1}/{len(self.urls)} shards, {n} images")
+        # the deal counts shards by the index, as the stream does; without counts it deals whole shards
+        self.sizes = [info.shard_counts[u] for u in self.urls] \
+            if all(u in info.shard_counts for u in self.all_urls) else None
         self.images = images[:n].permute(0, 3, 1, 2).contiguous().to(self.device)  # N C H W: batches need no permute
         self.labels = torch.tensor(labels, dtype=torch.long).to(self.device) if self.transform.labels else None
         self.attrs = torch.tensor(attrs, dtype=torch.float32).to(self.device) if attrs and len(attrs) == n else None
         if show:
             log.warning(f"{self.where}: {n} images, {gib(self.images.numel())} on {self.device}")
 
-    # The stream's rules (stream.py TrainStream._shards / _epoch), over indices into self.images.
-    def _shard_order(self, epoch: int, deal: int, reader: int):
+    # The stream's rules (stream.py TrainStream._shards / _epoch, deal.py), over indices into self.images.
+    def _shard_order(self, epoch: int, total: int, dealt: int, deal: int, reader: int):
+        """(shard, first sample in it) of reader `deal` of `dealt` over this process's shards."""
         if self.mode == "split":
-            order = list(self.urls)
-            random.Random(f"{self.seed}/epoch{epoch}").shuffle(order)
-            return itertools.cycle(order[deal::self.roles])
+            return reader_shards(self.urls, self.sizes, total, self.seed, epoch, dealt, deal)
         rng = random.Random(f"{self.seed}/resampled/{epoch}/{reader}")
-        return (rng.choice(self.urls) for _ in itertools.count())
+        return ((rng.choice(self.urls), 0) for _ in itertools.count())
 
-    def _epoch(self, epoch: int, deal: int, reader: int, per_reader: int):
+    def _epoch(self, epoch: int, deal: tuple, reader: int, per_reader: int):
         def raw():
             taken = dry = 0
-            for url in self._shard_order(epoch, deal, reader):
+            for url, first in self._shard_order(epoch, *deal, reader):
                 before = taken
-                for index in self.shards[url]:
+                for index in self.shards[url][first:]:
                     yield index
                     taken += 1
                     if taken == per_reader:
@@ -157,14 +161,23 @@ class CachedBatches:
         n = self.roles
         done = max(0, (self.start_batch - role + n - 1) // n)
         readers, reader = self.world_size * n, self.rank * n + role
-        per_reader = self.count // readers
+        # One process: the stream's deal of the split over its readers. Several: this process's shards
+        # dealt over its own readers (role of roles).
+        if self.world_size == 1:
+            total, dealt, deal = self.count, readers, reader
+        else:
+            total, dealt, deal = sum(self.sizes) if self.sizes else self.count, n, role
+        exact = self.mode == "split" and self.sizes is not None
+        per_reader = reader_length(total, dealt, deal, True) if exact else self.count // readers
+        if per_reader < 1:
+            raise DataError(f"{self.where}: {total} samples in this process's share for {dealt} readers "
+                            f"(data.num_workers); use fewer workers")
         slot = done * self.batch_size
         first, offset = divmod(slot, per_reader)
-        deal = role if self.world_size > 1 else reader
 
         def indices():
             for epoch in itertools.count(first):
-                stream = self._epoch(epoch, deal, reader, per_reader)
+                stream = self._epoch(epoch, (total, dealt, deal), reader, per_reader)
                 if epoch == first and offset:
                     stream = itertools.islice(stream, offset, None)
                 yield from stream
