@@ -29,7 +29,6 @@ import random
 import time
 
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 
 from distgen.data.deal import reader_length, reader_shards
@@ -203,8 +202,8 @@ class CachedBatches:
         return torch.tensor(values).pin_memory().to(self.device, non_blocking=True)
 
     def _make(self, batch: list[int], choices: list[tuple], epochs: list[int]) -> dict:
-        """One batch where the tensor lives: gather, crop, flip, scale, resize. The same arithmetic as
-        Transform.batch on the same pixels, so the values are the stream's exactly."""
+        """One uint8 batch where the tensor lives: gather, crop, flip, as Transform.batch does on the same
+        pixels; device.py scales and resizes it as it does the stream's, so the values are the stream's."""
         dev = self.device
         ids = self._to_device(batch)
         images = torch.index_select(self.images, 0, ids)  # N C H W uint8, a copy
@@ -219,11 +218,9 @@ class CachedBatches:
         elif any(flips):  # on a CPU, row by row is cheaper than index_copy_ or where over the batch
             for i in (i for i, f in enumerate(flips) if f):
                 images[i] = images[i].flip(2)  # images is our own copy
-        image = images.to(torch.float32).div_(127.5).sub_(1.0)
-        size = (self.transform.size, self.transform.size)
-        if image.shape[-2:] != size:
-            image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out = {"image": image}
+        out = {"image": images}  # uint8, scaled where it lives by device.py (the stream's arithmetic)
+        if tuple(images.shape[-2:]) != (self.transform.size, self.transform.size):
+            out["resize"] = self.transform.size
         if self.labels is not None:
             out["label"] = self.labels[ids]
         if self.attrs is not None:

@@ -142,7 +142,7 @@ class TrainStream(IterableDataset):
                 fields.append({**extra, "epoch": slot // per_reader})
                 slot += 1
                 if len(images) == self.batch_size:
-                    batch = self.transform.batch(images, flips, fields)
+                    batch = self.transform.batch(images, flips, fields, normalize=False)  # uint8: device.py
                     batch["epoch"] = torch.tensor([f["epoch"] for f in fields])
                     batch["skipped"] = torch.tensor(skips.take())
                     yield batch
