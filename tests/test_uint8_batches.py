@@ -61,7 +61,7 @@ def test_to_device_keeps_everything_on_the_target_device(rgb):
     cfg = DataConfig(root=str(root), shuffle_buffer=4, image_size=7)
     info = load_info(cfg)
     batch = next(iter(train_loader(split_urls(info, "train", "t"), 5, info, cfg, 0, 0, 1)))
-    assert batch["resize"] == 7
+    assert int(batch["resize"]) == 7
     out = to_device(batch, "meta")
     assert {v.device.type for v in out.values()} == {"meta"}
     assert out["image"].dtype == torch.float32 and out["image"].shape == (5, 3, 7, 7)

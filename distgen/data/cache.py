@@ -220,7 +220,7 @@ class CachedBatches:
                 images[i] = images[i].flip(2)  # images is our own copy
         out = {"image": images}  # uint8, scaled where it lives by device.py (the stream's arithmetic)
         if tuple(images.shape[-2:]) != (self.transform.size, self.transform.size):
-            out["resize"] = self.transform.size
+            out["resize"] = torch.tensor(self.transform.size)  # on the host: device.py reads it there
         if self.labels is not None:
             out["label"] = self.labels[ids]
         if self.attrs is not None:

@@ -169,7 +169,7 @@ class Transform:
         image = self.flip_to_nchw(batch, [i for i, f in enumerate(flips) if f])
         out = {"image": to_float(image, self.size) if normalize else image}
         if not normalize and tuple(image.shape[-2:]) != size:
-            out["resize"] = self.size
+            out["resize"] = torch.tensor(self.size)  # a tensor, as every value of a batch is
         for key, dtype in (("label", torch.long), ("attrs", torch.float32)):
             if key in fields[0]:
                 out[key] = torch.tensor([f[key] for f in fields], dtype=dtype)

@@ -39,6 +39,7 @@ shuffles, and neither they nor ResampledShards keep a position to resume from.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import random
 
@@ -50,6 +51,7 @@ from distgen.data.deal import reader_length, reader_shards
 from distgen.data.index import DataInfo, check_urls, split_count
 from distgen.data.samples import Skips, Transform, log
 from distgen.data.tar import read_shard
+from distgen.data.workers import resolve_workers
 from distgen.errors import DataError
 
 
@@ -183,7 +185,8 @@ def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_s
     ram or device (on `device`), the batches come from memory (cache.py) and are the same."""
     urls = list(urls)
     check_urls(urls)
-    workers = data_cfg.num_workers
+    workers = resolve_workers(data_cfg.num_workers)  # -1: from the CPUs this process has
+    data_cfg = dataclasses.replace(data_cfg, num_workers=workers)  # data.cache plays as many readers
     readers = world_size * max(workers, 1)
     count = split_count(info, urls)
     where = f"{world_size} rank(s) x {max(workers, 1)} worker(s) = {readers} readers"
