@@ -5,18 +5,18 @@
 At start each process reads its share of the split's shards once (decoded, at the stored size, in the
 recipe's channels) into one N x C x H x W uint8 tensor, in host memory (`ram`) or on the training
 device (`device`), with the labels and attributes beside it. Batches are then cut from it without
-decoding or DataLoader workers: the indices are gathered, and the crop, flip, scale to [-1, 1] and
-resize run on the whole batch where it lives (on the GPU for `device`).
+decoding or DataLoader workers: the indices are gathered, and the crop and flip (then, in device.py,
+the scale to [-1, 1] and resize) run on the whole batch where it lives (on the GPU for `device`).
 
 Same guarantees as the stream (stream.py), by the same rules run over sample indices instead of
-samples: every epoch each reader (rank x data.num_workers role) takes exactly count // readers
-samples, from a seeded shard deal and a seeded shuffle buffer (WebDataset's own `shuffle`, fed
-indices), flips and crops are drawn from the same per-batch seeds, batches come from the roles
-round-robin as from DataLoader workers, and resuming at a batch count replays no decoding. With one
-process the batches equal the stream's batch for batch (tests/test_cache.py). With several, each
-process holds a fixed share of the shards (shards rank, rank + world, ...) and deals and shuffles
-them among its readers every epoch; processes still see disjoint samples within an epoch and take
-the same number of batches.
+samples: split mode's deal (deal.py: each reader, rank x data.num_workers role, its contiguous range of
+the epoch's shard order), a seeded shuffle buffer (WebDataset's own `shuffle`, fed indices), flips and
+crops drawn from the same per-batch seeds, batches from the roles round-robin as from DataLoader
+workers, and resuming at a batch count replays no decoding. Batches hold uint8 images, gathered,
+cropped and flipped where the tensor lives; device.py scales them there. With one process the
+batches equal the stream's batch for batch (tests/test_cache.py). With several, each process holds a
+fixed share of the shards (shards rank, rank + world, ...; at least one each) and deals it among its
+readers every epoch: processes see disjoint samples, each of its share once an epoch.
 
 When the share would not fit (host: MemAvailable across this machine's processes; device: free
 memory), it stops before reading with the sizes and the alternatives.

@@ -2,20 +2,22 @@
 
     accelerate launch launch/train.py recipes/quickstart.yaml data.mode=resampled data.hflip=true
 
-Every (rank, DataLoader worker) pair is a *reader*: world_size x max(num_workers, 1) of them. An
-epoch is exactly `per_reader = count // readers` samples for every reader (count from index.json),
-so every rank yields the same number of batches per epoch and DDP never waits on a rank that ran dry.
-Batches are cut from each reader's continuous stream, so one may hold the end of an epoch and the
-start of the next; batch["epoch"] says which epoch each sample belongs to.
+Every (rank, DataLoader worker) pair is a *reader*: world_size x max(num_workers, 1) of them
+(data.num_workers=-1, the default: from the CPUs, workers.py). Batches are cut from each reader's
+continuous stream, so one may hold the end of an epoch and the start of the next; batch["epoch"] says
+which epoch each sample belongs to. Workers hand over uint8 images; device.py scales them on the
+training device.
 
-- `split` (default): each epoch one seeded shard order, the same on all readers, is dealt out:
-  reader r reads shards r, r + readers, ... so readers see disjoint samples within an epoch. A reader
-  whose shards hold more than per_reader stops early: the rest of its last shard is left out this
-  epoch. One whose shards hold fewer reads them again from the start: those samples repeat this
-  epoch. The `count % readers` remainder is left out as well. The deal changes every epoch, so
-  different samples are left out each time. Needs at least one shard per reader.
+- `split` (default): each epoch one seeded shard order, the same on all readers, is read as one
+  sequence of samples, and reader r takes its contiguous range of it (deal.py): every sample exactly
+  once per epoch across all readers, for any number of readers and shards (16 readers on 6 shards
+  included). A reader seeks to its first sample by the offsets in index.json (without them it reads
+  the start of that shard and passes over it) and stops at its range's end, so it reads about
+  1/readers of the bytes (benchmarks/readers.py). Ranges differ by at most one sample, and so do the
+  readers' epochs. An index without per-shard counts gets the old whole-shard deal (deal.py), which
+  needs a shard per reader.
 - `resampled`: every reader draws shards with replacement (seeded by seed, epoch and reader) until
-  it has per_reader samples; the unread rest of its last draw is left out. For large shard sets
+  it has count // readers samples; the unread rest of its last draw is left out. For large shard sets
   and elastic jobs.
 
 Within an epoch each reader shuffles through a seeded buffer (data.shuffle_buffer) that is emptied
