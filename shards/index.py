@@ -10,7 +10,8 @@ the shard set has labels (`.cls`) or attributes (`.json` with an `attrs` object)
 them. Splits come from the file names: `train-*`, `test-*`, `val-*` (also `_` or `.` after the word),
 or `--split NAME=PATTERN` (a glob on the file name, tried first, in order); shards that match nothing,
 like img2dataset's `00000.tar`, form the train split. Image size and channels are read from the image
-headers (no full decode), classes from the labels (0..max), attributes from the first sample's `attrs`.
+headers (no full decode), classes from the labels (0..max), attributes from the first sample's `attrs`;
+each shard's sample count and the byte offset of each sample (readers seek there: docs/data.md).
 
 Problems are reported one per line, naming the shard and the sample key: samples without an image,
 labels or attributes missing, a sample's members apart (other samples between them), unreadable

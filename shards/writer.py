@@ -1,7 +1,9 @@
 """Writes one dataset's splits as WebDataset tar shards plus index.json, never leaving half a shard.
 
 Each shard is written under a temporary name and renamed when complete; index.json is written
-last, also via rename, so a folder with an index.json is always a complete shard set. The output
+last, also via rename, so a folder with an index.json is always a complete shard set. The index
+gives each shard's sample count and the byte offset of each sample (`offsets`), where a reader that
+starts inside the shard seeks to (docs/data.md, "Readers"). The output
 folder is created only when the first sample arrives, so a converter that rejects its input
 before writing leaves nothing behind.
 

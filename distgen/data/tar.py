@@ -12,6 +12,8 @@ Samples are grouped as WebDataset groups them: consecutive files sharing the nam
 A key that comes back after other samples (its label stored away from its image, as `tar` of an unsorted
 folder can do) is a DataError naming the shard and key, never a silent half sample. Gzip-compressed
 shards (`.tar.gz`, `.tgz`, or any shard starting with gzip's magic bytes) are decompressed on the fly.
+A reader that starts inside a shard (split mode's deal, deal.py) seeks to its first sample by the byte
+offsets index.json holds (`placed_members` finds them for the indexer and the writer's are the same).
 """
 from __future__ import annotations
 
