@@ -1,6 +1,6 @@
 """Data-parallel scaling: DCGAN samples/s of 1, 2, 4 and 8 processes (gloo on CPU, NCCL on GPUs when present).
 
-    python benchmarks/scaling.py [--processes 1 2 4 8] [--steps 60] [--batch 64] [--width 32] [--workers 0]
+    python benchmarks/scaling.py [--processes 1 2 4 8] [--steps 60] [--batch 64] [--width 32] [--workers 0] [--threads 1]
 
 Each run is a real `accelerate launch` of launch/train.py on the embedded digits with the same
 per-process batch; samples/s is the img/s of its last log interval (all ranks together), and
@@ -32,7 +32,9 @@ def samples_per_second(processes: int, args) -> float:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cuda = torch.cuda.is_available()
-    threads = max(1, (os.cpu_count() or 1) // processes)  # the processes share this machine's cores
+    # --threads per process (default 1 whatever P): every process does the same compute at every P, so
+    # per-process figures differ only by the all-reduce and by sharing the cores
+    threads = args.threads or max(1, (os.cpu_count() or 1) // processes)
     launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", str(processes),
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(port), "--num_cpu_threads_per_process", str(threads)]
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="data.num_workers per process (-1: auto)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (0: cores / processes)")
     args = parser.parse_args()
     total = {p: samples_per_second(p, args) for p in args.processes}
     per = {p: total[p] / p for p in args.processes}
@@ -67,7 +70,8 @@ def main() -> None:
     finish("scaling", efficiency.get(args.processes[-1]), samples_per_s={p: round(v, 1) for p, v in total.items()},
            samples_per_s_per_process={p: round(v, 1) for p, v in per.items()}, efficiency=efficiency,
            backend="nccl" if torch.cuda.is_available() else "gloo", steps=args.steps, batch_per_process=args.batch,
-           width=args.width, workers=args.workers, cores=os.cpu_count())
+           width=args.width, workers=args.workers, threads=args.threads, cores=os.cpu_count(),
+           load_average=round(os.getloadavg()[0], 1))
 
 
 if __name__ == "__main__":

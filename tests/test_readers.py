@@ -172,5 +172,6 @@ def test_without_counts_more_readers_than_shards_is_refused_with_the_fix(six, tm
     (bare / "index.json").write_text(json.dumps(index))
     cfg = DataConfig(root=str(bare), num_workers=4)
     info = load_info(cfg)
-    with pytest.raises(DataError, match=r"6 shards for 2 rank\(s\) x 4 worker\(s\) = 8 readers.*python -m shards index"):
+    with pytest.raises(DataError, match=r"6 shards for 2 rank\(s\) x 4 worker\(s\) = 8 readers.*"
+                                        r"python -m shards index"):
         train_loader(split_urls(info, "train", "t"), 3, info, cfg, 1, 0, 2)

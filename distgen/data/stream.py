@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distgen.data.deal import reader_length, reader_shards
 from distgen.data.index import DataInfo, check_urls, split_count
-from distgen.data.samples import Skips, Transform, log
+from distgen.data.samples import Skips, Transform
 from distgen.data.tar import read_shard
 from distgen.data.workers import resolve_workers
 from distgen.errors import DataError
