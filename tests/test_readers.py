@@ -175,3 +175,21 @@ def test_without_counts_more_readers_than_shards_is_refused_with_the_fix(six, tm
     with pytest.raises(DataError, match=r"6 shards for 2 rank\(s\) x 4 worker\(s\) = 8 readers.*"
                                         r"python -m shards index"):
         train_loader(split_urls(info, "train", "t"), 3, info, cfg, 1, 0, 2)
+
+
+def test_cache_on_two_processes_takes_each_sample_of_its_share_once_per_epoch(six):
+    """data.cache=ram, 2 processes x 2 roles: each process deals its own shards (rank, rank + 2, ...) over its
+    roles by samples, so an epoch of a process is its share exactly once, and the processes are disjoint."""
+    cfg = DataConfig(root=str(six), shuffle_buffer=4, cache="ram", num_workers=2)
+    info = load_info(cfg)
+    urls = split_urls(info, "train", "t")
+    shares = []
+    for rank in (0, 1):
+        share = sum(info.shard_counts[u] for u in urls[rank::2])  # 30 and 23
+        epochs = collections.defaultdict(list)
+        for b in itertools.islice(iter(train_loader(urls, 3, info, cfg, 1, rank, 2)), share // 3 + 2):
+            for lab, e in zip(b["label"].tolist(), b["epoch"].tolist()):
+                epochs[e].append(lab)
+        assert len(epochs[0]) == share and len(set(epochs[0])) == share, (rank, epochs[0])
+        shares.append(set(epochs[0]))
+    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == COUNT
