@@ -11,10 +11,14 @@ with the same transforms (random horizontal flip, scale to [-1, 1]) are read by:
 - png: distgen.data.train_loader over the PNG shards (the stream as it was);
 - raw: the same stream over the decode-free shards;
 - ram: data.cache=ram over the decode-free shards (the one-time load is not timed);
-- device: data.cache=device on the GPU, when there is one (the batch ends on the GPU);
+- device: data.cache=device on the GPU, when there is one (the batch ends on the GPU, gathered, flipped
+  and scaled there);
 - folder_tv: the usual torchvision-style folder Dataset (PIL open by path, convert RGB,
   torchvision.transforms.v2 ToImage, RandomHorizontalFlip, ToDtype scale, Normalize 0.5/0.5) in a
   DataLoader(shuffle=True).
+
+The stream and the cache hand over uint8 batches; each is scaled to [-1, 1] by distgen.data.to_device,
+as the training loops do, on this core (on the GPU for `device`), so every loader's figure includes it.
 
 Per core: every loader runs in this one process (num_workers=0, one torch thread), and a pass counts
 the CPU seconds the process used (getrusage) over n // 64 - 1 batches after a warm-up batch;
@@ -54,7 +58,7 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import finish  # noqa: E402
 from distgen.config import DataConfig  # noqa: E402
-from distgen.data import load_info, split_urls, train_loader  # noqa: E402
+from distgen.data import load_info, split_urls, to_device, train_loader  # noqa: E402
 
 SIZE, PER_SHARD, BATCH = 64, 500, 64
 
@@ -182,8 +186,11 @@ def main(argv=None) -> dict:
             def make(r):
                 cfg = DataConfig(root=str(root), hflip=True, cache=cache)
                 info = load_info(cfg)
-                return train_loader(split_urls(info, "train", "t"), BATCH, info, cfg, r, 0, 1,
-                                    device=torch.device("cuda") if cache == "device" else None)
+                device = torch.device("cuda") if cache == "device" else None
+                # uint8 batches made float [-1, 1] as the loops do (distgen/data/device.py): on the GPU for
+                # `device`, on this core otherwise (as the workers did before they sent uint8)
+                return (to_device(b, device or "cpu") for b in train_loader(
+                    split_urls(info, "train", "t"), BATCH, info, cfg, r, 0, 1, device=device))
             return make
 
         loaders = {"png": stream(png), "raw": stream(raw), "ram": stream(raw, "ram"),

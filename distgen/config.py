@@ -33,9 +33,9 @@ class DataConfig:
     image_size: int = 0  # 0 = the size the shards were written at
     attrs: tuple[str, ...] = ()  # attributes (by name) to put in batch["attrs"]; () = all in the index
     shuffle_buffer: int = 512  # samples each reader (rank x worker) shuffles through, within an epoch
-    num_workers: int = 0
-    # split: every epoch deals the shards out to ranks x workers (disjoint samples, needs a shard per
-    # reader); resampled: each reader draws shards with replacement (large shard sets, elastic jobs)
+    num_workers: int = -1  # DataLoader workers per process; -1 = auto: its CPUs less one (distgen/data/workers.py)
+    # split: every epoch deals the samples out to ranks x workers, each sample once (any number of readers
+    # for any number of shards, with per-shard counts in index.json); resampled: each reader draws shards with replacement (large shard sets, elastic jobs)
     mode: Literal["split", "resampled"] = "split"
     channels: Literal[0, 1, 3] = 0  # 0 = as stored; 1 = grey; 3 = RGB (grey repeated)
     crop: int = 0  # square crop side in stored pixels, taken before resizing to image_size (0 = none)
@@ -311,6 +311,8 @@ def _coerce(tp, value, key):
             return value.lower() == "true"
         raise ConfigError(f"'{key}' must be true or false, got {value!r}")
     if tp is int:
+        if key == "data.num_workers" and value == "auto":  # data.num_workers=auto is -1 (distgen/data/workers.py)
+            return -1
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -352,8 +354,9 @@ def check(cfg: Config, family) -> None:
             raise ConfigError(f"'optim.name_{net}' is {name!r}; valid choices: adam, rmsprop, sgd (or empty)")
         if len(betas) not in (0, 2):
             raise ConfigError(f"'optim.betas_{net}' must be [beta1, beta2] or empty, got {list(betas)}")
-    if cfg.data.crop < 0 or cfg.data.shuffle_buffer < 1 or cfg.data.num_workers < 0:
-        raise ConfigError(f"'data.crop' must be >= 0, 'data.shuffle_buffer' >= 1 and 'data.num_workers' >= 0; got "
+    if cfg.data.crop < 0 or cfg.data.shuffle_buffer < 1 or cfg.data.num_workers < -1:
+        raise ConfigError(f"'data.crop' must be >= 0, 'data.shuffle_buffer' >= 1 and 'data.num_workers' >= 0 (or -1: "
+                          f"auto, from the CPUs); got "
                           f"{cfg.data.crop}, {cfg.data.shuffle_buffer}, {cfg.data.num_workers}")
     if cfg.data.random_crop and not cfg.data.crop:
         raise ConfigError("'data.random_crop' needs a crop size: set data.crop=PX (e.g. data.crop=56 of 64)")

@@ -10,7 +10,8 @@ the shard set has labels (`.cls`) or attributes (`.json` with an `attrs` object)
 them. Splits come from the file names: `train-*`, `test-*`, `val-*` (also `_` or `.` after the word),
 or `--split NAME=PATTERN` (a glob on the file name, tried first, in order); shards that match nothing,
 like img2dataset's `00000.tar`, form the train split. Image size and channels are read from the image
-headers (no full decode), classes from the labels (0..max), attributes from the first sample's `attrs`.
+headers (no full decode), classes from the labels (0..max), attributes from the first sample's `attrs`;
+each shard's sample count and the byte offset of each sample (readers seek there: docs/data.md).
 
 Problems are reported one per line, naming the shard and the sample key: samples without an image,
 labels or attributes missing, a sample's members apart (other samples between them), unreadable
@@ -35,7 +36,7 @@ import webdataset as wds
 from PIL import Image
 
 from distgen.data.decoding import IMAGE_KEYS, npy_image
-from distgen.data.tar import members, open_shard
+from distgen.data.tar import open_shard, placed_members
 from distgen.errors import DataError
 from shards.common import progress
 
@@ -89,7 +90,7 @@ def image_shape(ext: str, data: bytes) -> tuple[int, int, int]:
 def read_one(url: str) -> dict:
     """Everything the index needs from one shard, and its problems as (key, what) pairs."""
     out = {"url": url, "count": 0, "shapes": collections.Counter(), "shape_key": {}, "labels": set(),
-           "attrs": None, "with_cls": 0, "with_attrs": 0, "problems": [], "no_cls": [], "no_attrs": []}
+           "attrs": None, "offsets": [], "with_cls": 0, "with_attrs": 0, "problems": [], "no_cls": [], "no_attrs": []}
     done, current = set(), None
 
     def finish(sample):
@@ -129,7 +130,7 @@ def read_one(url: str) -> dict:
     try:
         stream = open_shard(url)
         try:
-            for name, data in members(stream):
+            for name, data, position in placed_members(stream):
                 key, ext = wds.tariterators.base_plus_ext(name)
                 if key is None or key.rsplit("/", 1)[-1].startswith("__"):
                     continue
@@ -143,6 +144,7 @@ def read_one(url: str) -> dict:
                                                      f"(other samples between them); write the tar with "
                                                      f"`tar --sort=name`"))
                     current = {"__key__": key}
+                    out["offsets"].append(position)  # where a reader seeks to start at this sample
                 current[ext.lower()] = data
             if current is not None:
                 finish(current)
@@ -195,9 +197,11 @@ def build(urls: list[str], out_path: Path, rules: list[tuple[str, str]], workers
     splits: dict[str, dict] = {}
     for s in shards:
         name = os.path.relpath(s["url"], base)
-        entry = splits.setdefault(split_of(Path(s["url"]).name, rules), {"shards": [], "count": 0, "counts": []})
+        entry = splits.setdefault(split_of(Path(s["url"]).name, rules),
+                                  {"shards": [], "count": 0, "counts": [], "offsets": []})
         entry["shards"].append(name)
         entry["counts"].append(s["count"])
+        entry["offsets"].append(s["offsets"])
         entry["count"] += s["count"]
     attr_names = next((s["attrs"] for s in shards if s["attrs"]), None) or []
     index = {"format": "index", "image_size": min(h, w), "channels": channels,

@@ -1,7 +1,9 @@
 """Writes one dataset's splits as WebDataset tar shards plus index.json, never leaving half a shard.
 
 Each shard is written under a temporary name and renamed when complete; index.json is written
-last, also via rename, so a folder with an index.json is always a complete shard set. The output
+last, also via rename, so a folder with an index.json is always a complete shard set. The index
+gives each shard's sample count and the byte offset of each sample (`offsets`), where a reader that
+starts inside the shard seeks to (docs/data.md, "Readers"). The output
 folder is created only when the first sample arrives, so a converter that rejects its input
 before writing leaves nothing behind.
 
@@ -89,7 +91,7 @@ class ShardSetWriter:
         """One sample whose image is already encoded as `ext` (npy, png, jpg)."""
         assert "." not in key, f"sample keys contain no dots: {key}"
         assert not self.parts, "a writer holds either samples or parts, not both"
-        info = self.splits.setdefault(split, {"shards": [], "count": 0, "counts": []})
+        info = self.splits.setdefault(split, {"shards": [], "count": 0, "counts": [], "offsets": []})
         if split not in self._open or info["count"] % self.samples_per_shard == 0:
             self._close(split)
             if not self._started:
@@ -99,10 +101,13 @@ class ShardSetWriter:
             self._open[split] = (wds.TarWriter(str(tmp)), tmp, final)
             info["shards"].append(name)
             info["counts"].append(0)
+            info["offsets"].append([])
         sample = {"__key__": key, ext: data, "json": meta or {}}
         if cls is not None:
             sample["cls"] = int(cls)
-        self._open[split][0].write(sample)
+        writer = self._open[split][0]
+        info["offsets"][-1].append(writer.tarstream.offset)  # where this sample's first header goes: readers seek here
+        writer.write(sample)
         info["count"] += 1
         info["counts"][-1] += 1
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distgen.config import DataConfig
-from distgen.data import eval_batches, load_info, split_urls, train_loader
+from distgen.data import eval_batches, load_info, split_urls, to_device, train_loader
 from distgen.errors import DataError
 from shards.__main__ import main as shards_main
 
@@ -57,7 +57,7 @@ def test_stream_resumes_where_it_stopped(digits, workers, start):
     for a, b in zip(whole[start:], resumed):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
     assert not torch.equal(whole[0]["label"], whole[1]["label"])  # not the same batch again and again
-    batch = whole[0]
+    batch = to_device(whole[0], "cpu")  # as the loops take it: uint8 scaled to [-1, 1]
     assert batch["image"].shape == (32, 1, 32, 32) and batch["image"].min() >= -1 and batch["image"].max() <= 1
 
 
@@ -96,5 +96,5 @@ def test_unknown_split_names_the_valid_ones(digits):
 def test_image_size_override_resizes(digits):
     info = load_info(DataConfig(root=str(digits)))
     cfg = replace(DataConfig(root=str(digits)), image_size=16, shuffle_buffer=8)
-    batch = _take(train_loader(split_urls(info, "train", "x"), 4, info, cfg, 0, 0, 1), 1)[0]
+    batch = to_device(_take(train_loader(split_urls(info, "train", "x"), 4, info, cfg, 0, 0, 1), 1)[0], "cpu")
     assert batch["image"].shape == (4, 1, 16, 16)

@@ -124,7 +124,7 @@ def test_compiled_d_sees_one_layout_of_one_channel_images(digits, channels_last)
     fail on CUDA: docs/benchmarks.md)."""
     from torch._dynamo.testing import CompileCounter
 
-    from distgen.data import load_info, split_urls, train_loader
+    from distgen.data import load_info, split_urls, to_device, train_loader
 
     cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 8}, "data": {"root": str(digits)},
                              "train": {"compile": "aot_eager", "channels_last": channels_last}})
@@ -132,7 +132,7 @@ def test_compiled_d_sees_one_layout_of_one_channel_images(digits, channels_last)
     fam = FAMILIES["dcgan"](cfg, info)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     G, D = fam.nets["G"], fam.nets["D"].to(memory_format=fmt)
-    real = next(iter(train_loader(split_urls(info, "train", "train"), 4, info, cfg.data, 0, 0, 1)))["image"]
+    real = to_device(next(iter(train_loader(split_urls(info, "train", "train"), 4, info, cfg.data, 0, 0, 1))), "cpu")["image"]
     with torch.no_grad():
         fake = G.to(memory_format=fmt)(fam.noise(4))
     assert real.shape == fake.shape and real.stride() != fake.stride()  # .contiguous() would change neither

@@ -22,7 +22,7 @@ import distgen.data.stream as stream_module
 from conftest import BIN, run
 from distgen.config import DataConfig
 from distgen.recipes import load
-from distgen.data import eval_batches, load_info, split_urls, train_loader
+from distgen.data import eval_batches, load_info, split_urls, to_device, train_loader
 from distgen.errors import ConfigError, DataError
 
 TRAIN, TEST = [24, 24, 24, 24, 20], [17, 10]  # samples per shard: uneven on purpose
@@ -61,6 +61,7 @@ def ids(tmp_path_factory) -> Path:
 
 
 def loader(root, batch=6, seed=1, rank=0, world=1, start=0, **data):
+    data.setdefault("num_workers", 0)  # in this process unless a test asks for workers (caplog sees the skips)
     cfg = DataConfig(root=str(root), shuffle_buffer=16, **data)
     info = load_info(cfg)
     return train_loader(split_urls(info, "train", "data.train_split"), batch, info, cfg, seed, rank, world,
@@ -68,7 +69,8 @@ def loader(root, batch=6, seed=1, rank=0, world=1, start=0, **data):
 
 
 def take(root, n, **kw) -> list[dict]:
-    return list(itertools.islice(iter(loader(root, **kw)), n))
+    """n batches as the loops take them (to_device: uint8 images scaled to [-1, 1])."""
+    return [to_device(b, "cpu") for b in itertools.islice(iter(loader(root, **kw)), n)]
 
 
 # ---------------------------------------------------------------- two real ranks

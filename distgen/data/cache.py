@@ -5,18 +5,18 @@
 At start each process reads its share of the split's shards once (decoded, at the stored size, in the
 recipe's channels) into one N x C x H x W uint8 tensor, in host memory (`ram`) or on the training
 device (`device`), with the labels and attributes beside it. Batches are then cut from it without
-decoding or DataLoader workers: the indices are gathered, and the crop, flip, scale to [-1, 1] and
-resize run on the whole batch where it lives (on the GPU for `device`).
+decoding or DataLoader workers: the indices are gathered, and the crop and flip (then, in device.py,
+the scale to [-1, 1] and resize) run on the whole batch where it lives (on the GPU for `device`).
 
 Same guarantees as the stream (stream.py), by the same rules run over sample indices instead of
-samples: every epoch each reader (rank x data.num_workers role) takes exactly count // readers
-samples, from a seeded shard deal and a seeded shuffle buffer (WebDataset's own `shuffle`, fed
-indices), flips and crops are drawn from the same per-batch seeds, batches come from the roles
-round-robin as from DataLoader workers, and resuming at a batch count replays no decoding. With one
-process the batches equal the stream's batch for batch (tests/test_cache.py). With several, each
-process holds a fixed share of the shards (shards rank, rank + world, ...) and deals and shuffles
-them among its readers every epoch; processes still see disjoint samples within an epoch and take
-the same number of batches.
+samples: split mode's deal (deal.py: each reader, rank x data.num_workers role, its contiguous range of
+the epoch's shard order), a seeded shuffle buffer (WebDataset's own `shuffle`, fed indices), flips and
+crops drawn from the same per-batch seeds, batches from the roles round-robin as from DataLoader
+workers, and resuming at a batch count replays no decoding. Batches hold uint8 images, gathered,
+cropped and flipped where the tensor lives; device.py scales them there. With one process the
+batches equal the stream's batch for batch (tests/test_cache.py). With several, each process holds a
+fixed share of the shards (shards rank, rank + world, ...; at least one each) and deals it among its
+readers every epoch: processes see disjoint samples, each of its share once an epoch.
 
 When the share would not fit (host: MemAvailable across this machine's processes; device: free
 memory), it stops before reading with the sizes and the alternatives.
@@ -29,9 +29,9 @@ import random
 import time
 
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 
+from distgen.data.deal import reader_length, reader_shards
 from distgen.data.decoding import Skips, Transform, log
 from distgen.data.tar import read_shard
 from distgen.errors import DataError
@@ -70,9 +70,10 @@ class CachedBatches:
         self.shuffle_buffer, self.start_batch = data_cfg.shuffle_buffer, start_batch
         self.roles = max(data_cfg.num_workers, 1)  # the readers the stream would have on this rank
         self.where = f"data.cache={data_cfg.cache} (rank {rank})"
-        if self.mode == "split" and len(self.urls) < self.roles:
-            raise DataError(f"{self.where}: {len(self.urls)} shards in this process's share for "
-                            f"{self.roles} readers (data.num_workers); lower data.num_workers or write more shards")
+        if not self.urls:
+            raise DataError(f"{self.where}: {len(self.all_urls)} shards for {world_size} processes, and each process "
+                            f"caches whole shards (shards rank, rank + world, ...); write at least one shard per "
+                            f"process (`python -m shards FORMAT ... --samples-per-shard N`) or use data.cache=none")
         self.skips = Skips(data_cfg.max_skip_fraction, self.where)
         self._load(info)
 
@@ -120,27 +121,29 @@ class CachedBatches:
             if show and time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
                 log.warning(f"{self.where}: read {i + 1}/{len(self.urls)} shards, {n} images")
+        # the deal counts shards by the index, as the stream does; without counts it deals whole shards
+        self.sizes = [info.shard_counts[u] for u in self.urls] \
+            if all(u in info.shard_counts for u in self.all_urls) else None
         self.images = images[:n].permute(0, 3, 1, 2).contiguous().to(self.device)  # N C H W: batches need no permute
         self.labels = torch.tensor(labels, dtype=torch.long).to(self.device) if self.transform.labels else None
         self.attrs = torch.tensor(attrs, dtype=torch.float32).to(self.device) if attrs and len(attrs) == n else None
         if show:
             log.warning(f"{self.where}: {n} images, {gib(self.images.numel())} on {self.device}")
 
-    # The stream's rules (stream.py TrainStream._shards / _epoch), over indices into self.images.
-    def _shard_order(self, epoch: int, deal: int, reader: int):
+    # The stream's rules (stream.py TrainStream._shards / _epoch, deal.py), over indices into self.images.
+    def _shard_order(self, epoch: int, total: int, dealt: int, deal: int, reader: int):
+        """(shard, first sample in it) of reader `deal` of `dealt` over this process's shards."""
         if self.mode == "split":
-            order = list(self.urls)
-            random.Random(f"{self.seed}/epoch{epoch}").shuffle(order)
-            return itertools.cycle(order[deal::self.roles])
+            return reader_shards(self.urls, self.sizes, total, self.seed, epoch, dealt, deal)
         rng = random.Random(f"{self.seed}/resampled/{epoch}/{reader}")
-        return (rng.choice(self.urls) for _ in itertools.count())
+        return ((rng.choice(self.urls), 0) for _ in itertools.count())
 
-    def _epoch(self, epoch: int, deal: int, reader: int, per_reader: int):
+    def _epoch(self, epoch: int, deal: tuple, reader: int, per_reader: int):
         def raw():
             taken = dry = 0
-            for url in self._shard_order(epoch, deal, reader):
+            for url, first in self._shard_order(epoch, *deal, reader):
                 before = taken
-                for index in self.shards[url]:
+                for index in self.shards[url][first:]:
                     yield index
                     taken += 1
                     if taken == per_reader:
@@ -157,14 +160,23 @@ class CachedBatches:
         n = self.roles
         done = max(0, (self.start_batch - role + n - 1) // n)
         readers, reader = self.world_size * n, self.rank * n + role
-        per_reader = self.count // readers
+        # One process: the stream's deal of the split over its readers. Several: this process's shards
+        # dealt over its own readers (role of roles).
+        if self.world_size == 1:
+            total, dealt, deal = self.count, readers, reader
+        else:
+            total, dealt, deal = sum(self.sizes) if self.sizes else self.count, n, role
+        exact = self.mode == "split" and self.sizes is not None
+        per_reader = reader_length(total, dealt, deal, True) if exact else self.count // readers
+        if per_reader < 1:
+            raise DataError(f"{self.where}: {total} samples in this process's share for {dealt} readers "
+                            f"(data.num_workers); use fewer workers")
         slot = done * self.batch_size
         first, offset = divmod(slot, per_reader)
-        deal = role if self.world_size > 1 else reader
 
         def indices():
             for epoch in itertools.count(first):
-                stream = self._epoch(epoch, deal, reader, per_reader)
+                stream = self._epoch(epoch, (total, dealt, deal), reader, per_reader)
                 if epoch == first and offset:
                     stream = itertools.islice(stream, offset, None)
                 yield from stream
@@ -190,8 +202,8 @@ class CachedBatches:
         return torch.tensor(values).pin_memory().to(self.device, non_blocking=True)
 
     def _make(self, batch: list[int], choices: list[tuple], epochs: list[int]) -> dict:
-        """One batch where the tensor lives: gather, crop, flip, scale, resize. The same arithmetic as
-        Transform.batch on the same pixels, so the values are the stream's exactly."""
+        """One uint8 batch where the tensor lives: gather, crop, flip, as Transform.batch does on the same
+        pixels; device.py scales and resizes it as it does the stream's, so the values are the stream's."""
         dev = self.device
         ids = self._to_device(batch)
         images = torch.index_select(self.images, 0, ids)  # N C H W uint8, a copy
@@ -206,11 +218,9 @@ class CachedBatches:
         elif any(flips):  # on a CPU, row by row is cheaper than index_copy_ or where over the batch
             for i in (i for i, f in enumerate(flips) if f):
                 images[i] = images[i].flip(2)  # images is our own copy
-        image = images.to(torch.float32).div_(127.5).sub_(1.0)
-        size = (self.transform.size, self.transform.size)
-        if image.shape[-2:] != size:
-            image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out = {"image": image}
+        out = {"image": images}  # uint8, scaled where it lives by device.py (the stream's arithmetic)
+        if tuple(images.shape[-2:]) != (self.transform.size, self.transform.size):
+            out["resize"] = torch.tensor(self.transform.size)  # on the host: device.py reads it there
         if self.labels is not None:
             out["label"] = self.labels[ids]
         if self.attrs is not None:

@@ -82,11 +82,12 @@ WARN_FIRST = 100  # skips warned one by one, per worker
 
 
 class Transform:
-    """Raw samples -> a batch {"image": float [-1, 1] NCHW, "label": long, "attrs": float} at the recipe's size.
+    """Raw samples -> a batch {"image": float [-1, 1] NCHW (training: uint8), "label": long, "attrs": float}.
 
     Per sample (`decode`, `place`): decode to `channels`, crop a `crop`-px square (random or centre),
-    choose a left-right flip with probability 1/2 if `hflip`. Per batch (`batch`): flip, scale to
-    [-1, 1] and resize to `size` in one tensor operation each, instead of once per image. Random
+    choose a left-right flip with probability 1/2 if `hflip`. Per batch (`batch`): flip, then (to_float,
+    on the training device for training batches) scale to [-1, 1] and resize to `size`, in one tensor
+    operation each instead of once per image. Random
     choices come from the `rng` the stream passes, so they repeat exactly on a rerun or resume."""
 
     def __init__(self, channels: int, size: int, attrs: tuple[str, ...] = (), crop: int = 0,
@@ -156,30 +157,39 @@ class Transform:
             image = image[top:top + c, left:left + c]
         return image, flip
 
-    def batch(self, images: list[torch.Tensor], flips: list[bool], fields: list[dict]) -> dict:
+    def batch(self, images: list[torch.Tensor], flips: list[bool], fields: list[dict], normalize: bool = True) -> dict:
+        """One batch. normalize=False (training): "image" stays uint8 N C H W, a quarter of float's bytes
+        through the DataLoader's queue and to the device, and, when it must be resized, "resize" gives the
+        side; distgen.data.device.to_device makes it the float [-1, 1] batch on the training device."""
         size = (self.size, self.size)
         if len({im.shape for im in images}) > 1:  # mixed sizes (not from `python -m shards`): resize each first
             images = [F.interpolate(im.permute(2, 0, 1)[None].float(), size=size, mode="bilinear", antialias=True)
                       [0].round().byte().permute(1, 2, 0) for im in images]
         batch = torch.stack(images)  # N H W C: a plain copy of each image
-        out = {"image": self.finish(batch, [i for i, f in enumerate(flips) if f])}
+        image = self.flip_to_nchw(batch, [i for i, f in enumerate(flips) if f])
+        out = {"image": to_float(image, self.size) if normalize else image}
+        if not normalize and tuple(image.shape[-2:]) != size:
+            out["resize"] = torch.tensor(self.size)  # a tensor, as every value of a batch is
         for key, dtype in (("label", torch.long), ("attrs", torch.float32)):
             if key in fields[0]:
                 out[key] = torch.tensor([f[key] for f in fields], dtype=dtype)
         return out
 
-    def finish(self, batch: torch.Tensor, flipped) -> torch.Tensor:
-        """uint8 N H W C (a copy, on any device) -> float N C H W in [-1, 1] at the recipe's size, the
-        `flipped` rows mirrored: one tensor operation each, where the batch lives."""
-        size = (self.size, self.size)
+    @staticmethod
+    def flip_to_nchw(batch: torch.Tensor, flipped) -> torch.Tensor:
+        """uint8 N H W C (a copy) -> uint8 N C H W, the `flipped` rows mirrored."""
         for i in flipped:  # row by row: on a CPU cheaper than indexing the flipped rows at once
             batch[i] = batch[i].flip(1)
-        # N H W C -> N C H W while still uint8 (a quarter of the bytes), then to float in one pass
-        batch = batch.permute(0, 3, 1, 2).contiguous().to(torch.float32)
-        batch = batch.div_(127.5).sub_(1.0)
-        if batch.shape[-2:] != size:
-            batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return batch
+        return batch.permute(0, 3, 1, 2).contiguous()
+
+
+def to_float(image: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """uint8 N C H W (on any device) -> float N C H W in [-1, 1], resized to `size` if given and different:
+    one tensor operation each, where the batch lives. Every training and evaluation image goes through here."""
+    image = image.to(torch.float32).div_(127.5).sub_(1.0)
+    if size and tuple(image.shape[-2:]) != (size, size):
+        image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return image
 
 
 class Skips:

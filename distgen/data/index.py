@@ -33,6 +33,7 @@ class DataInfo:
     counts: dict  # split -> sample count
     tags: dict = field(default_factory=dict)  # tag vocabularies, e.g. {"hair": [...], "eye": [...]}
     shard_counts: dict = field(default_factory=dict)  # shard URL -> its sample count (when the index has them)
+    shard_offsets: dict = field(default_factory=dict)  # shard URL -> byte offset of each sample (when it has them)
 
     @property
     def num_classes(self) -> int:
@@ -108,15 +109,19 @@ def load_info(data_cfg, split_for_pattern: str = "train") -> DataInfo:
         index = json.loads(index_path.read_text())
         splits = {s: [str(index_path.parent / name) for name in v["shards"]] for s, v in index["splits"].items()}
         counts = {s: int(v["count"]) for s, v in index["splits"].items()}
-        shard_counts = {}
+        shard_counts, shard_offsets = {}, {}
         for s, v in index["splits"].items():
             if "counts" in v:  # per shard, in the order of "shards"
                 if len(v["counts"]) != len(v["shards"]) or sum(v["counts"]) != counts[s]:
                     raise ValueError(f"split '{s}': 'counts' must give one count per shard, summing to 'count'")
                 shard_counts.update(zip(splits[s], map(int, v["counts"])))
+            if "offsets" in v:  # per shard, the byte offset where each of its samples starts
+                if "counts" not in v or [len(o) for o in v["offsets"]] != [int(n) for n in v["counts"]]:
+                    raise ValueError(f"split '{s}': 'offsets' must give one list per shard, one offset per sample")
+                shard_offsets.update(zip(splits[s], v["offsets"]))
         info = DataInfo(int(index["image_size"]), int(index["channels"]), tuple(index.get("class_names", ())),
                         tuple(index.get("attr_names", ())), splits, counts, dict(index.get("tags", {})),
-                        shard_counts)
+                        shard_counts, shard_offsets)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"'{index_path}' is not a valid shard index ({exc}); rebuild it with "
                         f"`python -m shards index {index_path.parent}`")

@@ -2,20 +2,22 @@
 
     accelerate launch launch/train.py recipes/quickstart.yaml data.mode=resampled data.hflip=true
 
-Every (rank, DataLoader worker) pair is a *reader*: world_size x max(num_workers, 1) of them. An
-epoch is exactly `per_reader = count // readers` samples for every reader (count from index.json),
-so every rank yields the same number of batches per epoch and DDP never waits on a rank that ran dry.
-Batches are cut from each reader's continuous stream, so one may hold the end of an epoch and the
-start of the next; batch["epoch"] says which epoch each sample belongs to.
+Every (rank, DataLoader worker) pair is a *reader*: world_size x max(num_workers, 1) of them
+(data.num_workers=-1, the default: from the CPUs, workers.py). Batches are cut from each reader's
+continuous stream, so one may hold the end of an epoch and the start of the next; batch["epoch"] says
+which epoch each sample belongs to. Workers hand over uint8 images; device.py scales them on the
+training device.
 
-- `split` (default): each epoch one seeded shard order, the same on all readers, is dealt out:
-  reader r reads shards r, r + readers, ... so readers see disjoint samples within an epoch. A reader
-  whose shards hold more than per_reader stops early: the rest of its last shard is left out this
-  epoch. One whose shards hold fewer reads them again from the start: those samples repeat this
-  epoch. The `count % readers` remainder is left out as well. The deal changes every epoch, so
-  different samples are left out each time. Needs at least one shard per reader.
+- `split` (default): each epoch one seeded shard order, the same on all readers, is read as one
+  sequence of samples, and reader r takes its contiguous range of it (deal.py): every sample exactly
+  once per epoch across all readers, for any number of readers and shards (16 readers on 6 shards
+  included). A reader seeks to its first sample by the offsets in index.json (without them it reads
+  the start of that shard and passes over it) and stops at its range's end, so it reads about
+  1/readers of the bytes (benchmarks/readers.py). Ranges differ by at most one sample, and so do the
+  readers' epochs. An index without per-shard counts gets the old whole-shard deal (deal.py), which
+  needs a shard per reader.
 - `resampled`: every reader draws shards with replacement (seeded by seed, epoch and reader) until
-  it has per_reader samples; the unread rest of its last draw is left out. For large shard sets
+  it has count // readers samples; the unread rest of its last draw is left out. For large shard sets
   and elastic jobs.
 
 Within an epoch each reader shuffles through a seeded buffer (data.shuffle_buffer) that is emptied
@@ -39,6 +41,7 @@ shuffles, and neither they nor ResampledShards keep a position to resume from.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import random
 
@@ -46,9 +49,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from distgen.data.deal import reader_length, reader_shards
 from distgen.data.index import DataInfo, check_urls, split_count
-from distgen.data.decoding import Skips, Transform, log
+from distgen.data.decoding import Skips, Transform
 from distgen.data.tar import read_shard
+from distgen.data.workers import resolve_workers
 from distgen.errors import DataError
 
 
@@ -57,33 +62,40 @@ class TrainStream(IterableDataset):
 
     def __init__(self, urls, batch_size: int, transform: Transform, seed: int, count: int, rank: int = 0,
                  world_size: int = 1, mode: str = "split", shuffle_buffer: int = 512, start_batch: int = 0,
-                 max_skip_fraction: float = 0.01, shard_counts: dict | None = None):
+                 max_skip_fraction: float = 0.01, shard_counts: dict | None = None, shard_offsets: dict | None = None):
         self.urls, self.batch_size, self.transform = list(urls), batch_size, transform
         self.seed, self.count, self.rank, self.world_size, self.mode = seed, count, rank, world_size, mode
         self.shuffle_buffer, self.start_batch, self.max_skip_fraction = shuffle_buffer, start_batch, max_skip_fraction
         self.shard_counts = shard_counts or {}  # url -> count from the index: checked as each shard is read
+        self.shard_offsets = shard_offsets or {}  # url -> byte offset of each sample: a reader seeks to its first
+        # the deal by samples needs every shard's count (deal.py); without, whole shards are dealt
+        self.sizes = [self.shard_counts[u] for u in self.urls] if all(u in self.shard_counts for u in self.urls) \
+            else None
+
+    def length(self, reader: int, readers: int) -> int:
+        """Samples `reader` takes every epoch."""
+        return reader_length(self.count, readers, reader, self.mode == "split" and self.sizes is not None)
 
     def _shards(self, epoch: int, reader: int, readers: int):
-        """The shards `reader` reads in `epoch`, without end (the epoch's length cuts them)."""
+        """(shard, first sample to read in it) that `reader` reads in `epoch`, without end (the epoch's
+        length cuts them): split mode per deal.py, resampled mode whole shards drawn with replacement."""
         if self.mode == "split":
-            order = list(self.urls)
-            random.Random(f"{self.seed}/epoch{epoch}").shuffle(order)
-            return itertools.cycle(order[reader::readers])  # a short share is read again: padding
+            return reader_shards(self.urls, self.sizes, self.count, self.seed, epoch, readers, reader)
         rng = random.Random(f"{self.seed}/resampled/{epoch}/{reader}")
-        return (rng.choice(self.urls) for _ in itertools.count())
+        return ((rng.choice(self.urls), 0) for _ in itertools.count())
 
     def _epoch(self, epoch: int, reader: int, readers: int, skips: Skips):
-        """Exactly count // readers raw samples: `reader`'s share of `epoch`, shuffled."""
-        per_reader = self.count // readers
+        """Exactly length(reader) raw samples: `reader`'s share of `epoch`, shuffled."""
+        length = self.length(reader, readers)
 
         def raw():
             taken = dry = 0
-            for url in self._shards(epoch, reader, readers):
+            for url, first in self._shards(epoch, reader, readers):
                 before = taken
-                for sample in read_shard(url, skips, self.shard_counts.get(url)):
+                for sample in read_shard(url, skips, self.shard_counts.get(url), first, self.shard_offsets.get(url)):
                     yield sample
                     taken += 1
-                    if taken == per_reader:
+                    if taken == length:
                         return
                 dry = dry + 1 if taken == before else 0
                 if dry > len(self.urls):
@@ -102,7 +114,7 @@ class TrainStream(IterableDataset):
         role = ((worker.id if worker else 0) + self.start_batch) % n_workers
         done = max(0, (self.start_batch - role + n_workers - 1) // n_workers)
         readers, reader = self.world_size * n_workers, self.rank * n_workers + role
-        per_reader = self.count // readers
+        per_reader = self.length(reader, readers)
         slot = done * self.batch_size  # samples this reader has handed out so far
         first, offset = divmod(slot, per_reader)
         skips = Skips(self.max_skip_fraction, f"rank {self.rank} worker {role}")
@@ -134,7 +146,7 @@ class TrainStream(IterableDataset):
                 fields.append({**extra, "epoch": slot // per_reader})
                 slot += 1
                 if len(images) == self.batch_size:
-                    batch = self.transform.batch(images, flips, fields)
+                    batch = self.transform.batch(images, flips, fields, normalize=False)  # uint8: device.py
                     batch["epoch"] = torch.tensor([f["epoch"] for f in fields])
                     batch["skipped"] = torch.tensor(skips.take())
                     yield batch
@@ -175,21 +187,18 @@ def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_s
     ram or device (on `device`), the batches come from memory (cache.py) and are the same."""
     urls = list(urls)
     check_urls(urls)
-    workers = data_cfg.num_workers
+    workers = resolve_workers(data_cfg.num_workers)  # -1: from the CPUs this process has
+    data_cfg = dataclasses.replace(data_cfg, num_workers=workers)  # data.cache plays as many readers
     readers = world_size * max(workers, 1)
     count = split_count(info, urls)
     where = f"{world_size} rank(s) x {max(workers, 1)} worker(s) = {readers} readers"
-    if data_cfg.mode == "split" and len(urls) < readers:
-        raise DataError(f"data.root '{data_cfg.root}': {len(urls)} shards for {where}; split mode needs a shard "
-                        f"per reader. Rewrite with more, smaller shards (`python -m shards FORMAT ... "
-                        f"--samples-per-shard {max(1, count // (readers * 4))}`), lower data.num_workers, or set "
-                        f"data.mode=resampled")
     if count < readers:
         raise DataError(f"data.root '{data_cfg.root}': {count} samples for {where}; use fewer workers or ranks")
-    if rank == 0 and data_cfg.mode == "split" and len(urls) % readers:
-        log.warning(f"note: data: {len(urls)} shards over {where}; each takes {count // readers} samples an "
-                    f"epoch, so readers dealt fewer shards repeat some and those dealt more leave some out. "
-                    f"A shard count that is a multiple of {readers} evens this out")
+    if data_cfg.mode == "split" and len(urls) < readers and not all(u in info.shard_counts for u in urls):
+        raise DataError(f"data.root '{data_cfg.root}': {len(urls)} shards for {where}, and its index.json has no "
+                        f"per-shard 'counts': without them split mode deals whole shards and needs a shard per "
+                        f"reader. Index the shards (`python -m shards index DIR`: any number of readers then), "
+                        f"lower data.num_workers, or set data.mode=resampled")
     transform = make_transform(info, data_cfg)
     if data_cfg.cache != "none":
         from distgen.data.cache import CachedBatches
@@ -197,7 +206,8 @@ def train_loader(urls, batch_size, info: DataInfo, data_cfg, seed, rank, world_s
         return CachedBatches(urls, batch_size, transform, seed, count, rank, world_size, data_cfg,
                              start_batch, info, device if data_cfg.cache == "device" else torch.device("cpu"))
     stream = TrainStream(urls, batch_size, transform, seed, count, rank, world_size, data_cfg.mode,
-                         data_cfg.shuffle_buffer, start_batch, data_cfg.max_skip_fraction, info.shard_counts)
+                         data_cfg.shuffle_buffer, start_batch, data_cfg.max_skip_fraction, info.shard_counts,
+                         info.shard_offsets)
     # Own generator: creating the iterator must not draw from the global RNG that training uses.
     return Batches(DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                               persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed)))

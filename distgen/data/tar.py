@@ -12,6 +12,8 @@ Samples are grouped as WebDataset groups them: consecutive files sharing the nam
 A key that comes back after other samples (its label stored away from its image, as `tar` of an unsorted
 folder can do) is a DataError naming the shard and key, never a silent half sample. Gzip-compressed
 shards (`.tar.gz`, `.tgz`, or any shard starting with gzip's magic bytes) are decompressed on the fly.
+A reader that starts inside a shard (split mode's deal, deal.py) seeks to its first sample by the byte
+offsets index.json holds (`placed_members` finds them for the indexer and the writer's are the same).
 """
 from __future__ import annotations
 
@@ -45,7 +47,16 @@ def _pax(data: bytes) -> dict[str, str]:
 
 def members(stream):
     """(name, bytes) of each regular file; EOFError if the stream is cut short, ValueError if garbled."""
+    for name, data, _ in placed_members(stream):
+        yield name, data
+
+
+def placed_members(stream, at: int = 0):
+    """(name, bytes, position) of each regular file, position being the byte offset (from `at`, where
+    the stream starts) of the first header that belongs to it (a PAX or GNU long-name header, when it
+    has one): where a reader can seek to start at this member. Errors as `members`."""
     path = size = None  # overrides from a PAX or GNU long-name header, for the next member only
+    first = at  # the first header of the member being read
     while True:
         header = stream.read(BLOCK)
         if len(header) < BLOCK:
@@ -62,6 +73,7 @@ def members(stream):
         stream.read(-length % BLOCK)
         if len(data) < length:
             raise EOFError("the file ends inside a member: it was cut short")
+        at += BLOCK + length + (-length % BLOCK)
         if kind == b"x":
             pax = _pax(data)
             path, size = pax.get("path"), int(pax["size"]) if "size" in pax else None
@@ -75,8 +87,9 @@ def members(stream):
                 name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
                 prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
                 name = f"{prefix.decode('utf-8', 'replace')}/{name}" if prefix else name
-            yield name, data
+            yield name, data, first
         path = size = None
+        first = at
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -107,11 +120,22 @@ def wrong_count(url: str, read: int, expected: int, more: bool = False) -> DataE
                      f"samples. Remake the index with `python -m shards index {folder}`")
 
 
-def read_shard(url: str, skips: Skips, expected: int | None = None):
-    """Raw samples of one shard, in file order. A truncated, garbled or unreadable shard ends where the
-    damage starts (a sample it cut in two is dropped) and counts as one skip. A sample whose members are
-    not adjacent is a DataError (see the module docstring), and so is a shard read to its end, undamaged,
-    that holds other than `expected` samples (the index's count for it, when it has one)."""
+def wrong_offsets(url: str, position: int) -> DataError:
+    folder = url.rsplit("/", 1)[0] if "/" in url else "."
+    return DataError(f"shard '{url}': no sample starts at byte {position}, where index.json's 'offsets' say one "
+                     f"does; the index does not describe this shard (replaced or rewritten?). Remake the index "
+                     f"with `python -m shards index {folder}`")
+
+
+def read_shard(url: str, skips: Skips, expected: int | None = None, start: int = 0, offsets=None):
+    """Raw samples of one shard, in file order, from its sample `start` on. A truncated, garbled or
+    unreadable shard ends where the damage starts (a sample it cut in two is dropped) and counts as one
+    skip. A sample whose members are not adjacent is a DataError (see the module docstring), and so is a
+    shard read to its end, undamaged, that holds other than `expected` samples (the index's count for
+    it, when it has one).
+
+    With `offsets` (the byte offset of each sample, from index.json) a local or gzip shard is entered
+    at sample `start` by a seek; otherwise the samples before it are read and passed over undecoded."""
     try:
         stream = open_shard(url)
     except Exception as exc:  # gone since the check before training, or a remote error
@@ -119,30 +143,47 @@ def read_shard(url: str, skips: Skips, expected: int | None = None):
         return
     current, finished, counted = None, False, False
     done: set[str] = set()  # keys already handed on: one coming back is a sample split apart
+    passed = base = at = 0  # samples before `start` passed over; samples before the seek; its byte offset
     try:
-        for name, data in members(stream):
-            key, ext = wds.tariterators.base_plus_ext(name)
-            if key is None or key.rsplit("/", 1)[-1].startswith("__"):  # no extension, or WebDataset metadata
-                continue
-            if current is not None and key != current["__key__"]:
-                skips.seen += 1
-                done.add(current["__key__"])
-                yield current
-                current = None
-            if current is None:
-                if key in done:
-                    raise not_adjacent(url, key, ext.lower())
-                if expected is not None and len(done) >= expected:  # a sample beyond the index's count
-                    raise wrong_count(url, len(done) + 1, expected, more=True)
-                current = {"__key__": key, "__url__": url}
-            current[ext.lower()] = data
+        if start and offsets is not None and len(offsets) > start and getattr(stream, "seekable", bool)():
+            at = int(offsets[start])
+            stream.seek(at)
+            passed = base = start
+        sought = at
+        try:
+            for name, data, position in placed_members(stream, at):
+                sought = None
+                key, ext = wds.tariterators.base_plus_ext(name)
+                if key is None or key.rsplit("/", 1)[-1].startswith("__"):  # no extension, or WebDataset metadata
+                    continue
+                if current is not None and key != current["__key__"]:
+                    done.add(current["__key__"])
+                    if passed < start:
+                        passed += 1
+                    else:
+                        skips.seen += 1
+                        yield current
+                    current = None
+                if current is None:
+                    if key in done:
+                        raise not_adjacent(url, key, ext.lower())
+                    if expected is not None and base + len(done) >= expected:  # a sample beyond the index's count
+                        raise wrong_count(url, base + len(done) + 1, expected, more=True)
+                    current = {"__key__": key, "__url__": url}
+                current[ext.lower()] = data
+        except ValueError:
+            if sought is not None and sought > 0:  # the first header after the seek is not one
+                raise wrong_offsets(url, sought) from None
+            raise
         if current is not None:
-            skips.seen += 1
             done.add(current["__key__"])
-            yield current
+            if passed >= start:
+                skips.seen += 1
+                yield current
         finished = True
-        if expected is not None and len(done) != expected:
-            raise wrong_count(url, len(done), expected)
+        total = base + len(done)
+        if expected is not None and total != expected:
+            raise wrong_count(url, total, expected)
     except DataError:
         raise
     except (OSError, EOFError, ValueError) as exc:  # gzip's BadGzipFile is an OSError

@@ -37,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from distgen.data.workers import resolve_workers
 from distgen.errors import ConfigError, TrainingError
 from distgen.loops.run_dir import checkpoint_steps
 from distgen.loops.zero import master_state_dict
@@ -48,7 +49,7 @@ def topology(acc, cfg) -> dict:
     """What the stream position and the numerics of a checkpoint depend on."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes) or acc.num_processes)
     return {"world_size": acc.num_processes, "machines": max(1, acc.num_processes // max(local, 1)),
-            "num_workers": cfg.data.num_workers, "mixed_precision": str(acc.mixed_precision)}
+            "num_workers": resolve_workers(cfg.data.num_workers), "mixed_precision": str(acc.mixed_precision)}
 
 
 def topology_changes(saved: dict, now: dict) -> list[str]:

@@ -26,6 +26,7 @@ from distgen import config as config_mod
 from distgen import plugins, stats
 from distgen.loops import signals
 from distgen.checkpoint import info_to_meta
+from distgen.data.device import to_device  # noqa: F401 (the loops' batch -> device: uint8 images scaled there)
 from distgen.errors import ConfigError
 from distgen.loops import resume_config
 from distgen.loops import run_dir as run_dir_mod
@@ -321,10 +322,6 @@ def checkpoint_meta(accelerator: Accelerator, net_names: list[str], custom: list
     return {"family_nets": models, "custom": {n: f"custom_checkpoint_{i}.pkl" for i, n in enumerate(custom)},
             "world_size": accelerator.num_processes,
             "data_info": info_to_meta(info) if not isinstance(info, dict) else {k: info_to_meta(v) for k, v in info.items()}}
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def every(step: int, period: int, last: int) -> bool:
