@@ -26,7 +26,7 @@ import distgen.data.tar as tar  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 from distgen.config import DataConfig  # noqa: E402
 from distgen.data import load_info, split_urls  # noqa: E402
-from distgen.data.samples import Skips  # noqa: E402
+from distgen.data.decoding import Skips  # noqa: E402
 from distgen.data.stream import TrainStream, make_transform  # noqa: E402
 from shards.writer import ShardSetWriter  # noqa: E402
 

@@ -20,7 +20,7 @@ import distgen.data.tar as tar_module
 from distgen.config import DataConfig
 from distgen.data import load_info, split_urls, train_loader
 from distgen.data.deal import reader_range, segments
-from distgen.data.samples import Skips
+from distgen.data.decoding import Skips
 from distgen.data.stream import TrainStream, make_transform
 from distgen.errors import DataError
 from shards.__main__ import main as shards_main

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from distgen.data.samples import to_float
+from distgen.data.decoding import to_float
 
 
 def to_device(batch: dict, device) -> dict:
