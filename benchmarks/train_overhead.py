@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from benchmarks.common import ROOT, digits_shards, finish  # noqa: E402
 from distgen import recipes
-from distgen.data import load_info, split_urls, train_loader
+from distgen.data import load_info, split_urls, to_device, train_loader
 from distgen.families import FAMILIES
 from distgen.loops import adversarial
 
@@ -154,7 +154,7 @@ def bare_ops(steps: int, precision: str) -> Counter:
         z_dim, n = cfg.model.z_dim, cfg.train.batch_size
         autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
         for _ in range(steps):
-            real = next(stream)["image"]
+            real = to_device(next(stream), "cpu")["image"]  # uint8 -> [-1, 1], as the harness does
             with autocast():
                 with torch.no_grad():
                     fake = G(torch.randn(n, z_dim, 1, 1))
