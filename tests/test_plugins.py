@@ -156,6 +156,13 @@ def test_one_process_trains_resumes_evaluates_from_elsewhere_and_reports(home, j
     assert reported.returncode == 0, reported.stderr[-3000:]
     assert "hinge_gan:HingeGAN" in (run_dir / "report" / "index.md").read_text()
 
+    # and samples from it, from the same foreign folder: images the plug-in's generator drew
+    sampled = subprocess.run([sys.executable, str(ROOT / "launch" / "sample.py"), str(run_dir), "--num", "3",
+                              "--out", str(elsewhere / "samples"), "--device", "cpu"],
+                             cwd=elsewhere, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert len(list((elsewhere / "samples").glob("*.png"))) == 3
+
 
 def test_two_processes_train_resume_and_evaluate(home, judge, tmp_path):
     run_dir = tmp_path / "hinge2"
