@@ -14,6 +14,9 @@ Run it once on every new GPU machine, container or driver/PyTorch upgrade, befor
                               saved checkpoint must give the same FID
   resume                      8 steps straight against 4 steps + `--resume auto` to 8, deterministic
                               algorithms, TF32 off: the weights must be bit-identical
+  sync                        a DCGAN run whose every micro-batch (forward, backward, optimizer step)
+                              runs under torch.cuda.set_sync_debug_mode("error"): a host sync in the
+                              training step fails it (log and checkpoint boundaries sync on purpose)
   benchmark                   a short benchmarks/gpu.py grid (dcgan at batch 64, fp32 vs bf16), run
                               alone on the GPU after the other checks
 
@@ -73,7 +76,7 @@ class Checker:
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
     def train(self, family: str, run_dir: Path, *extra: str, precision: str = "no", resume: bool = False,
-              deterministic: bool = False):
+              deterministic: bool = False, strict_sync: Path | None = None):
         recipe = ROOT / "recipes" / f"{(GAN | SINGLE)[family]}.yaml"
         cmd = [sys.executable, "launch/train.py", str(recipe), *data_overrides(family, self.work / "data"),
                f"run.dir={run_dir}", f"train.steps={STEPS}", "log.every=2", f"log.sample_every={STEPS}",
@@ -82,6 +85,8 @@ class Checker:
             cmd = [sys.executable, "-c", "import runpy, sys, torch; torch.use_deterministic_algorithms(True); "
                    "torch.backends.cudnn.benchmark = False; sys.argv = sys.argv[1:]; "
                    "runpy.run_path('launch/train.py', run_name='__main__')", *cmd[1:]]
+        if strict_sync:  # the loop has no switch for it either: STRICT_SYNC wraps the stepper's micro-batches
+            cmd = [sys.executable, "-c", STRICT_SYNC, str(strict_sync), *cmd[1:]]
         return self.run(cmd, precision, env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if deterministic else None)
 
     # -- the checks: each returns the fields of its JSON line ---------------------------------
@@ -155,6 +160,15 @@ class Checker:
             diff = max([diff] + [(x[k].double() - y[k].double()).abs().max().item() for k in x])
         return {"ok": diff == 0.0 and bool(files), "max_abs_diff": diff, "files": files}
 
+    def check_sync(self) -> dict:
+        run_dir, count = self.work / "runs" / "sync", self.work / "strict_micro_batches.txt"
+        result = self.train("dcgan", run_dir, strict_sync=count)
+        if result.returncode != 0:
+            return {"ok": False, "error": tail(result.stderr)}
+        n = int(count.read_text()) if count.is_file() else 0
+        # none counted: the wrapper no longer finds the step (the stepper changed), so nothing was checked
+        return {"ok": n > 0, "strict_micro_batches": n, "cuda": not self.cpu}
+
     def check_benchmark(self) -> dict:
         cmd = [sys.executable, "benchmarks/gpu.py", "--families", "dcgan", "--batches", "64",
                "--precisions", "fp32", "bf16", "--channels-last", "0", "--compile", "0", "--steps", "20"]
@@ -165,6 +179,34 @@ class Checker:
             return {"ok": False, "error": tail(result.stderr)}
         out = json.loads(result.stdout.strip().splitlines()[-1])
         return {"ok": out.get("measured") == out.get("configurations"), "result": out}
+
+
+# `python -c STRICT_SYNC COUNT_FILE launch/train.py ...`: every Stepper.micro_batch (a micro-batch's data,
+# forward, backward and optimizer step) runs with CUDA's sync debug mode at "error", so any host sync there
+# raises; COUNT_FILE gets how many micro-batches ran that way (on a CPU the mode is not set, only counted).
+STRICT_SYNC = """
+import contextlib, runpy, sys, torch
+from distgen.loops.stepper import Stepper
+count_file, inner, n = sys.argv[1], Stepper.micro_batch, [0]
+cuda = torch.cuda.is_available()
+@contextlib.contextmanager
+def strict(self, *args, **kwargs):
+    with inner(self, *args, **kwargs):
+        n[0] += 1
+        if cuda:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+Stepper.micro_batch = strict
+sys.argv = sys.argv[2:]
+try:
+    runpy.run_path("launch/train.py", run_name="__main__")
+finally:
+    open(count_file, "w").write(str(n[0]))
+"""
 
 
 def tail(text: str, n: int = 1500) -> str:
@@ -182,6 +224,8 @@ def jobs(only: list[str], families: list[str]) -> list[tuple[str, tuple]]:
         out.append(("fid", ("check_fid",)))
     if "resume" in only:
         out.append(("resume", ("check_resume",)))
+    if "sync" in only:
+        out.append(("sync", ("check_sync",)))
     return out
 
 
@@ -191,8 +235,8 @@ def emit(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "benchmark"],
-                        choices=["train", "fid", "resume", "benchmark"])
+    parser.add_argument("--only", nargs="+", default=["train", "fid", "resume", "sync", "benchmark"],
+                        choices=["train", "fid", "resume", "sync", "benchmark"])
     parser.add_argument("--families", nargs="+", default=[*GAN, *SINGLE], choices=[*GAN, *SINGLE],
                         help="families of the train checks (default: all)")
     parser.add_argument("--jobs", type=int, default=8, help="checks running at once on the GPU")

@@ -113,9 +113,15 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(digits, 
     assert load_run(run_dir)[2] == 4
 
 
-def test_a_non_finite_step_is_skipped_and_counted(digits, tmp_path):
+@pytest.mark.parametrize("optimizer", [[], ["optim.name_d=rmsprop"], ["train.fused_optim=false"]],
+                         ids=["fused", "rmsprop", "unfused_adam"])
+def test_a_non_finite_step_is_skipped_and_counted(digits, tmp_path, optimizer):
+    """A NaN D loss at step 3: skipped and counted, with the fused optimizers' device-side skip and with the
+    host-side one of optimizers that have none (RMSprop, train.fused_optim=false): a stepped NaN gradient
+    would have written NaN into D."""
     run_dir = tmp_path / "nan1"
-    result = _faulty("nan_once", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", "log.every=5")
+    result = _faulty("nan_once", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", "log.every=5",
+                     *optimizer)
     assert result.returncode == 0, result.stderr[-3000:]
     first = metrics(run_dir)[0]
     assert first["nonfinite_skipped"] == pytest.approx(1 / 10)  # 1 of the first 10 optimizer steps (D and G)
