@@ -12,7 +12,7 @@ DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
 THREADS   ?= $(shell nproc)
 CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(THREADS) --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup clean-demo gpu-check
+.PHONY: demo test setup clean-demo gpu-check mutants
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ demo: $(STAMP)
 # benchmark grid; one JSON line per check, under 8 minutes. Without CUDA it says so and exits 0.
 gpu-check: $(STAMP)
 	$(PY) launch/gpu_check.py
+
+# Break one line of the core at a time (tests/mutations.py's list) and rerun the tests that must catch it:
+# a table of killed/survived mutants; exit 1 if any survived or no longer applies. Slow: not part of `make test`.
+mutants: $(STAMP)
+	$(PY) tests/mutations.py
 
 clean-demo:
 	rm -rf runs/demo $(DATA)
