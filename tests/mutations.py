@@ -11,8 +11,9 @@ the original file back; the checkout itself is never written, so Ctrl-C leaves n
 a table: KILLED (a named test failed: the catching test is shown), SURVIVED (the tests passed on broken
 code) or ERROR (pytest could not run them, e.g. a test id that no longer exists). The exit status is 1
 if any mutation survived or errored, or if any original text is not found exactly once in its file (a
-mutation that no longer applies must be updated, not silently skipped). Slow (every mutant reruns real
-training runs): not part of `make test`.
+mutation that no longer applies must be updated, not silently skipped). First every mutation's tests
+run once on the unbroken code (--no-baseline skips it): a failing test there would "kill" every mutant.
+Slow (every mutant reruns real training runs): not part of `make test`.
 """
 from __future__ import annotations
 
@@ -161,6 +162,22 @@ def copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
+def pytest(copy: Path, tests, timeout: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *tests],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def baseline(mutations, copy: Path, timeout: int) -> list[str]:
+    """Every mutation's tests on the unbroken code: a test that fails there would 'kill' any mutant."""
+    failing = []
+    for tests in dict.fromkeys(m.tests for m in mutations):
+        result = pytest(copy, tests, timeout)
+        if result.returncode != 0:
+            failing.append(f"{' '.join(tests)}: pytest exit {result.returncode}\n{result.stdout[-1500:]}")
+    return failing
+
+
 def run_one(m: Mutation, copy: Path, timeout: int) -> tuple[str, str, float]:
     """(KILLED|SURVIVED|ERROR, the catching test or what went wrong, seconds)."""
     target = copy / m.file
@@ -168,9 +185,7 @@ def run_one(m: Mutation, copy: Path, timeout: int) -> tuple[str, str, float]:
     target.write_text(original.replace(m.original, m.replacement, 1))
     start = time.perf_counter()
     try:
-        env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-        result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider",
-                                 *m.tests], cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        result = pytest(copy, m.tests, timeout)
         out = result.stdout + result.stderr
         if result.returncode == 1:
             failed = re.findall(r"^FAILED (\S+)", out, flags=re.M)
@@ -190,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=[], help="run the mutations whose name contains one of these")
     parser.add_argument("--list", action="store_true", help="check the originals and list the mutations; run none")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per mutant's tests")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip running the tests on the unbroken code first (when you just did)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or any(s in m.name for s in args.only)]
     gone = missing(chosen)
@@ -206,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="distgen-mutants-") as tmp:
         copy = Path(tmp)
         copy_repo(copy)
+        if not args.no_baseline:
+            failing = baseline(chosen, copy, args.timeout)
+            print(f"baseline: the tests of {len(chosen)} mutations on the unbroken code in "
+                  f"{time.perf_counter() - start:.0f} s: {'all pass' if not failing else 'FAILING'}", flush=True)
+            if failing:
+                print("\n".join(failing), file=sys.stderr)
+                print("fix these tests first: a test that fails on unbroken code proves nothing", file=sys.stderr)
+                return 1
         for i, m in enumerate(chosen, 1):
             verdict, detail, seconds = run_one(m, copy, args.timeout)
             rows.append((m.name, verdict, detail, seconds))
