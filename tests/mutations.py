@@ -43,6 +43,9 @@ class Mutation:
 LOSS = "        loss = torch.stack([t.float() for t in terms.values()]).sum()\n"
 RESUME = ("tests/test_train.py::test_resume_is_exact",)
 RAM_RESUME = ("tests/test_cache.py::test_training_with_ram_resumes_exactly",)
+# the stepper's own no-read test (seconds) before the whole-loop one (two training runs)
+STEP_READS = ("tests/test_stepper.py::test_a_non_finite_step_changes_nothing_and_is_counted_on_the_device",
+              "tests/test_stepper.py::test_a_training_step_reads_nothing_back_from_the_device")
 
 MUTATIONS = [
     # -- the stepper -------------------------------------------------------------------------------
@@ -66,11 +69,9 @@ MUTATIONS = [
              LOSS, LOSS + "        loss.detach().cpu().numpy()\n",
              ("tests/test_stepper.py", "-k", "reads_nothing and dcgan")),
     Mutation("stepper: torch.equal every step", "distgen/loops/stepper.py",
-             LOSS, LOSS + "        torch.equal(loss, loss)\n",
-             ("tests/test_stepper.py", "-k", "reads_nothing and dcgan")),
+             LOSS, LOSS + "        torch.equal(loss, loss)\n", STEP_READS),
     Mutation("stepper: nonzero every step", "distgen/loops/stepper.py",
-             LOSS, LOSS + "        loss.reshape(1).nonzero()\n",
-             ("tests/test_stepper.py", "-k", "reads_nothing and dcgan")),
+             LOSS, LOSS + "        loss.reshape(1).nonzero()\n", STEP_READS),
     Mutation("loop: G's optimizer never steps", "distgen/loops/adversarial.py",
              "Group(p.spec.nets, [opts[n] for n in p.spec.nets])",
              'Group(p.spec.nets, [opts[n] for n in p.spec.nets if n != "G"])',
@@ -90,7 +91,7 @@ MUTATIONS = [
     # -- checkpointer ----------------------------------------------------------------------------------
     Mutation("checkpointer: nets by name not loaded", "distgen/loops/checkpointer.py",
              "            self.acc.unwrap_model(model).load_state_dict(load_file(str(file)))\n",
-             "            pass\n", RESUME),
+             "            pass\n", RAM_RESUME),
     Mutation("checkpointer: old model_<i> files not loaded", "distgen/loops/checkpointer.py",
              "            return  # an older checkpoint (model_<i> files): Accelerate loads it as it wrote it\n",
              "            models.clear()\n            return\n",
@@ -138,6 +139,19 @@ MUTATIONS = [
              '    acc = Accelerator(mixed_precision="no", kwargs_handlers=[ddp, pg],',
              ("tests/test_gan_mechanics.py::test_mixed_precision_runs_through_accelerate_launch[bf16-5]",)),
 ]
+
+
+# Run order (cheap tests first, so a partial run has already covered most): by the first test's kind.
+COST = {"tests/test_run_dir.py::test_resume_auto": 0, "tests/test_run_dir.py::test_history": 0,
+        "tests/test_sampling.py::test_images": 0, "tests/test_stepper.py::test_a_non_finite": 0,
+        "tests/test_stream.py": 1, "tests/test_gan_mechanics.py::test_gradient": 2, "tests/test_sampling.py": 2,
+        "tests/test_cache.py": 3, "tests/test_gan_mechanics.py::test_speed": 3, "tests/test_stepper.py": 4,
+        "tests/test_gan_mechanics.py::test_mixed": 4, "tests/test_cluster.py": 4, "tests/test_train.py": 5,
+        "tests/test_run_dir.py": 5, "tests/test_families.py": 6, "tests/test_image2image.py": 7}
+
+
+def cost(m: Mutation) -> int:
+    return min((v for k, v in COST.items() if m.tests[0].startswith(k)), default=5)
 
 
 def missing(mutations) -> list[str]:
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip running the tests on the unbroken code first (when you just did)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTATIONS if not args.only or any(s in m.name for s in args.only)]
+    chosen = sorted((m for m in MUTATIONS if not args.only or any(s in m.name for s in args.only)), key=cost)
     gone = missing(chosen)
     for line in gone:
         print(f"NOT FOUND  {line}", file=sys.stderr)
