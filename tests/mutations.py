@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if gone:
         print("update these mutations to the code as it is now (none was run)", file=sys.stderr)
         return 1
+    # SIGTERM as Ctrl-C: the temporary copy is removed either way (the checkout was never written)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rows, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distgen-mutants-") as tmp:
         copy = Path(tmp)
