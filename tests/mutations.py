@@ -215,6 +215,10 @@ def run_one(m: Mutation, copy: Path, timeout: int) -> tuple[str, str, float]:
         target.write_text(original)
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=[], help="run the mutations whose name contains one of these")
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print("update these mutations to the code as it is now (none was run)", file=sys.stderr)
         return 1
     # SIGTERM as Ctrl-C: the temporary copy is removed either way (the checkout was never written)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     rows, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distgen-mutants-") as tmp:
         copy = Path(tmp)
