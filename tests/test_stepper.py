@@ -31,8 +31,9 @@ READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::equal", "aten::is_
 
 
 class _DeviceReads(TorchDispatchMode):
-    """Counts every op that reads back on CUDA: scalar reads, data-dependent shapes (nonzero, boolean masks),
-    torch.equal, and copies to the CPU from another device (on the CPU the named ops are what is counted)."""
+    """Counts every op that reads back on CUDA: scalar reads, data-dependent shapes (nonzero, indexing with a
+    boolean mask), torch.equal, and copies to the CPU from another device (on the CPU the named ops are what
+    is counted)."""
 
     def __init__(self, calls: Counter):
         super().__init__()
@@ -43,6 +44,9 @@ class _DeviceReads(TorchDispatchMode):
         name = func._schema.name
         if name in READS:
             self.calls[name] += 1
+        elif name in ("aten::index", "aten::index_put", "aten::index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+            self.calls[f"{name} with a boolean mask"] += 1  # its size is the mask's count: read back
         elif name in ("aten::_to_copy", "aten::copy_") and isinstance(args[0], torch.Tensor):
             src = args[1] if name == "aten::copy_" else args[0]
             dst = args[0].device if name == "aten::copy_" else torch.device(kwargs.get("device") or src.device)
@@ -157,6 +161,21 @@ def _count_syncs(monkeypatch, run):
     finally:
         monkeypatch.undo()
     return calls
+
+
+def test_the_read_counter_sees_every_kind_of_device_read():
+    """What _count_syncs counts, each once: a meta tensor stands in for a GPU one (its copy to the CPU is
+    seen before it fails); the data-dependent ops are counted by name on the CPU."""
+    calls = Counter()
+    x = torch.tensor([0.0, 1.0])
+    with _DeviceReads(calls):
+        with pytest.raises(NotImplementedError):
+            torch.ones(2, device="meta").cpu()
+        with pytest.raises(NotImplementedError):
+            torch.empty(2).copy_(torch.ones(2, device="meta"))
+        x.sum().item(), x.nonzero(), torch.equal(x, x), x[x > 0], x.cpu(), x.float()  # the last two: no copy
+    assert calls == Counter({"aten::_to_copy to cpu": 1, "aten::copy_ to cpu": 1, "aten::_local_scalar_dense": 1,
+                             "aten::nonzero": 1, "aten::equal": 1, "aten::index with a boolean mask": 1}), calls
 
 
 @pytest.mark.parametrize("recipe, extra", [("dcgan_digits_smoke",
