@@ -126,7 +126,8 @@ MUTATIONS = [
              "    streams.open(acc, state.batches)\n", "    streams.open(acc, 0)\n", RAM_RESUME),
     # -- sampling ------------------------------------------------------------------------------------
     Mutation("sampling: chunks follow the slice", "distgen/samples.py",
-             "    for lo in range(start // CHUNK * CHUNK, stop, CHUNK):\n", "    for lo in range(start, stop, CHUNK):\n",
+             "    for lo in range(start // CHUNK * CHUNK, stop, CHUNK):\n",
+             "    for lo in range(start, stop, CHUNK):\n",
              ("tests/test_sampling.py::test_images_come_from_fixed_chunks_whatever_the_slice",)),
     # -- speed switches and precision --------------------------------------------------------------------
     Mutation("loop: train.channels_last ignored", "distgen/loops/adversarial.py",
