@@ -139,7 +139,7 @@ MUTATIONS = [
     Mutation("accelerator: --mixed_precision ignored", "distgen/loops/common.py",
              "    acc = Accelerator(kwargs_handlers=[ddp, pg],",
              '    acc = Accelerator(mixed_precision="no", kwargs_handlers=[ddp, pg],',
-             ("tests/test_gan_mechanics.py::test_mixed_precision_runs_through_accelerate_launch[bf16-5]",)),
+             ("tests/test_gan_mechanics.py::test_mixed_precision_runs_through_accelerate_launch[fp16-3]",)),
 ]
 
 
@@ -205,7 +205,9 @@ def run_one(m: Mutation, copy: Path, timeout: int) -> tuple[str, str, float]:
         out = result.stdout + result.stderr
         if result.returncode == 1:
             failed = re.findall(r"^FAILED (\S+)", out, flags=re.M)
-            return "KILLED", failed[0] if failed else "(a test failed)", time.perf_counter() - start
+            why = re.findall(r"^E\s+(.+)$", out, flags=re.M)[:1]  # the first error line: killed for the right reason?
+            detail = (failed[0] if failed else "(a test failed)") + (f"  [{why[0][:90]}]" if why else "")
+            return "KILLED", detail, time.perf_counter() - start
         if result.returncode == 0:
             return "SURVIVED", "every test passed", time.perf_counter() - start
         last = [line for line in out.strip().splitlines() if line.strip()][-1:] or [""]
