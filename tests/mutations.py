@@ -61,9 +61,10 @@ MUTATIONS = [
              '            stats.report("nonfinite_skipped", bad)\n            self.guard.record(bad, phase)\n',
              '            stats.report("nonfinite_skipped", bad * 0)\n            self.guard.record(bad, phase)\n',
              ("tests/test_cluster.py", "-k", "non_finite_step_is_skipped and fused and not unfused")),
-    Mutation("stepper: no gradient accumulation", "distgen/loops/stepper.py",
-             "        if not self.acc.sync_gradients:  # accumulating: the optimizers step on the last micro-batch\n",
-             "        if False:\n",
+    # (not the stepper's `if not self.acc.sync_gradients: return`: an Accelerate-prepared optimizer's step and
+    # zero_grad do nothing until the last micro-batch anyway, so that mutant survives as an equivalent one)
+    Mutation("accelerator: train.grad_accum ignored", "distgen/loops/common.py",
+             "gradient_accumulation_steps=cfg.train.grad_accum,", "gradient_accumulation_steps=1,",
              ("tests/test_gan_mechanics.py::test_gradient_accumulation_takes_k_micro_batches_per_step",
               "tests/test_sampling.py::test_loop_ema_counts_the_global_batch_and_copies_running_statistics")),
     Mutation("stepper: .cpu().numpy() every step", "distgen/loops/stepper.py",
