@@ -140,7 +140,7 @@ MUTATIONS = [
     Mutation("accelerator: --mixed_precision ignored", "distgen/loops/common.py",
              "    acc = Accelerator(kwargs_handlers=[ddp, pg],",
              '    acc = Accelerator(mixed_precision="no", kwargs_handlers=[ddp, pg],',
-             ("tests/test_gan_mechanics.py::test_mixed_precision_runs_through_accelerate_launch[fp16-3]",)),
+             ("tests/test_gan_mechanics.py::test_mixed_precision_runs_through_accelerate_launch[bf16-5]",)),
 ]
 
 
