@@ -12,7 +12,7 @@ DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
 THREADS   ?= $(shell nproc)
 CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(THREADS) --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup clean-demo gpu-check gpu-bench
+.PHONY: demo test setup clean-demo gpu-check gpu-bench mutants
 
 setup: $(STAMP)
 
@@ -56,6 +56,11 @@ gpu-check: $(STAMP)
 gpu-bench: $(STAMP)
 	$(PY) benchmarks/gpu.py --families dcgan wgan_gp sagan --batches 64 256 --precisions fp32 bf16 \
 	    --channels-last 0 --compile 0 1 --captured 0 1 --bare 1 --steps 40 --budget-s 420
+
+# Break one line of the core at a time (tests/mutations.py's list) and rerun the tests that must catch it:
+# a table of killed/survived mutants; exit 1 if any survived or no longer applies. Slow: not part of `make test`.
+mutants: $(STAMP)
+	$(PY) tests/mutations.py
 
 clean-demo:
 	rm -rf runs/demo $(DATA)

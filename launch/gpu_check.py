@@ -21,6 +21,9 @@ Run it once on every new GPU machine, container or driver/PyTorch upgrade, befor
                               against torch's BatchNorm2d, in fp32 and bf16; no host read and exactly two
                               all_reduce calls per step, and on CUDA the step runs under
                               torch.cuda.set_sync_debug_mode("error")
+  sync                        a DCGAN run whose every micro-batch (forward, backward, optimizer step)
+                              runs under torch.cuda.set_sync_debug_mode("error"): a host sync in the
+                              training step fails it (log and checkpoint boundaries sync on purpose)
   benchmark                   a short benchmarks/gpu.py grid (dcgan at batch 64, fp32 vs bf16), run
                               alone on the GPU after the other checks
 
@@ -82,7 +85,7 @@ class Checker:
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
     def train(self, family: str, run_dir: Path, *extra: str, precision: str = "no", resume: bool = False,
-              deterministic: bool = False):
+              deterministic: bool = False, strict_sync: Path | None = None):
         recipe = ROOT / "recipes" / f"{(GAN | SINGLE)[family]}.yaml"
         cmd = [sys.executable, "launch/train.py", str(recipe), *data_overrides(family, self.work / "data"),
                f"run.dir={run_dir}", f"train.steps={STEPS}", "log.every=2", f"log.sample_every={STEPS}",
@@ -91,6 +94,8 @@ class Checker:
             cmd = [sys.executable, "-c", "import runpy, sys, torch; torch.use_deterministic_algorithms(True); "
                    "torch.backends.cudnn.benchmark = False; sys.argv = sys.argv[1:]; "
                    "runpy.run_path('launch/train.py', run_name='__main__')", *cmd[1:]]
+        if strict_sync:  # the loop has no switch for it either: STRICT_SYNC wraps the stepper's micro-batches
+            cmd = [sys.executable, "-c", STRICT_SYNC, str(strict_sync), *cmd[1:]]
         return self.run(cmd, precision, env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if deterministic else None)
 
     # -- the checks: each returns the fields of its JSON line ---------------------------------
@@ -193,8 +198,18 @@ class Checker:
         rows = [json.loads(line) for line in (graph_dir / "metrics.jsonl").read_text().splitlines()]
         return {"ok": bool(files) and worst <= 1e-3, "max_rel_diff": worst, "files": files,
                 "img/s_graph": rows[-1].get("img/s")}
+
     def check_syncbn(self) -> dict:
         return syncbn_check(self.args.device)
+
+    def check_sync(self) -> dict:
+        run_dir, count = self.work / "runs" / "sync", self.work / "strict_micro_batches.txt"
+        result = self.train("dcgan", run_dir, strict_sync=count)
+        if result.returncode != 0:
+            return {"ok": False, "error": tail(result.stderr)}
+        n = int(count.read_text()) if count.is_file() else 0
+        # none counted: the wrapper no longer finds the step (the stepper changed), so nothing was checked
+        return {"ok": n > 0, "strict_micro_batches": n, "cuda": not self.cpu}
 
     def check_benchmark(self) -> dict:
         cmd = [sys.executable, "benchmarks/gpu.py", "--families", "dcgan", "--batches", "64",
@@ -275,6 +290,42 @@ def syncbn_check(device: str) -> dict:
                 "all_reduces_per_step": ops.all_reduces}
     finally:
         dist.destroy_process_group()
+# `python -c STRICT_SYNC COUNT_FILE launch/train.py ...`: every Stepper.micro_batch (a micro-batch's data,
+# forward, backward and optimizer step) runs with CUDA's sync debug mode at "error", so any host sync there
+# raises; COUNT_FILE gets how many micro-batches ran that way (on a CPU the mode is not set, only counted).
+STRICT_SYNC = """
+import contextlib, runpy, sys, torch
+from distgen.loops.stepper import Stepper
+count_file, inner, n = sys.argv[1], Stepper.micro_batch, [0]
+cuda = torch.cuda.is_available()
+@contextlib.contextmanager
+def strict(self, *args, **kwargs):
+    with inner(self, *args, **kwargs):
+        n[0] += 1
+        if cuda:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+Stepper.micro_batch = strict
+end = Stepper.end_iteration
+def strict_end(self):  # the guard's record and the statistics' device add, once per step
+    if cuda:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        end(self)
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+Stepper.end_iteration = strict_end
+sys.argv = sys.argv[2:]
+try:
+    runpy.run_path("launch/train.py", run_name="__main__")
+finally:
+    open(count_file, "w").write(str(n[0]))
+"""
 
 
 def tail(text: str, n: int = 1500) -> str:
@@ -297,6 +348,8 @@ def jobs(only: list[str], families: list[str]) -> list[tuple[str, tuple]]:
             out.append((f"cuda_graph/{family}", ("check_cuda_graph", family)))
     if "syncbn" in only:
         out.append(("syncbn", ("check_syncbn",)))
+    if "sync" in only:
+        out.append(("sync", ("check_sync",)))
     return out
 
 
@@ -306,7 +359,7 @@ def emit(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    checks = ["train", "fid", "resume", "syncbn", "cuda_graph", "benchmark"]
+    checks = ["train", "fid", "resume", "sync", "syncbn", "cuda_graph", "benchmark"]
     parser.add_argument("--only", nargs="+", default=checks, choices=checks)
     parser.add_argument("--families", nargs="+", default=[*GAN, *SINGLE], choices=[*GAN, *SINGLE],
                         help="families of the train checks (default: all)")

@@ -32,9 +32,9 @@ NUM_SAMPLES = 10
 def main(shards: str, weights: str, out: str) -> None:
     acc = Accelerator()
     out = Path(out)
-    cfg = load("recipes/dcgan_digits_smoke.yaml", [f"data.root={shards}", "model.z_dim=16", "model.width=8",
-                                                   f"eval.num_samples={NUM_SAMPLES}", "eval.metrics=[fid]",
-                                                   f"eval.inception_weights={weights}"])
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "dcgan_digits_smoke.yaml"
+    cfg = load(recipe, [f"data.root={shards}", "model.z_dim=16", "model.width=8", f"eval.num_samples={NUM_SAMPLES}",
+                        "eval.metrics=[fid]", f"eval.inception_weights={weights}"])
     set_seed(0)  # the same weights on both ranks
     family = FAMILIES["dcgan"](cfg, load_info(cfg.data))
     G = convert_sync_batchnorm(family.nets["G"])  # what convert_sync_bn does with several processes

@@ -113,9 +113,15 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(digits, 
     assert load_run(run_dir)[2] == 4
 
 
-def test_a_non_finite_step_is_skipped_and_counted(digits, tmp_path):
+@pytest.mark.parametrize("optimizer", [[], ["optim.name_d=rmsprop"], ["train.fused_optim=false"]],
+                         ids=["fused", "rmsprop", "unfused_adam"])
+def test_a_non_finite_step_is_skipped_and_counted(digits, tmp_path, optimizer):
+    """A NaN D loss at step 3: skipped and counted, with the fused optimizers' device-side skip and with the
+    host-side one of optimizers that have none (RMSprop, train.fused_optim=false): a stepped NaN gradient
+    would have written NaN into D."""
     run_dir = tmp_path / "nan1"
-    result = _faulty("nan_once", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", "log.every=5")
+    result = _faulty("nan_once", f"data.root={digits}", f"run.dir={run_dir}", "train.steps=10", "log.every=5",
+                     *optimizer)
     assert result.returncode == 0, result.stderr[-3000:]
     first = metrics(run_dir)[0]
     assert first["nonfinite_skipped"] == pytest.approx(1 / 10)  # 1 of the first 10 optimizer steps (D and G)
@@ -167,9 +173,20 @@ def test_deepspeed_zero2_trains_a_single_objective_family_on_cpu(digits, tmp_pat
     result = _deepspeed(2, "classifier_digits", "model.width=8", f"data.root={digits}", f"run.dir={run_dir}",
                         "train.steps=6", "log.every=3", "eval.every=6", "run.checkpoint_every=6")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((run_dir / "eval" / "step_6.json").read_text())["acc"] >= 0.0
+    acc = json.loads((run_dir / "eval" / "step_6.json").read_text())["acc"]
     assert [r["step"] for r in metrics(run_dir) if "cls" in r] == [3, 6]
     assert (run_dir / "checkpoints" / "latest" / "pytorch_model").is_dir()  # a DeepSpeed engine checkpoint
+    # the engine stepped the net: its saved weights left the seeded initialisation, and they are the weights
+    # the in-training accuracy was measured on (evaluate.py on the checkpoint gives the same number)
+    cfg, family, step = load_run(run_dir)
+    torch.manual_seed(cfg.run.seed)
+    initial = type(family)(cfg, family.info, "cpu")
+    moved = {name: any(not torch.equal(a, b) for a, b in zip(net.parameters(), initial.nets[name].parameters()))
+             for name, net in family.nets.items()}
+    assert step == 6 and moved and all(moved.values()), moved
+    evaluated = script("evaluate", str(run_dir), "--metrics", "acc")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["acc"] == pytest.approx(acc, abs=1e-6)
 
 
 def test_deepspeed_zero2_trains_a_family_of_several_nets_as_one_engine(digits, tmp_path):

@@ -1,17 +1,20 @@
 """Digits shards and the shard stream: seeded split, resumable position, each eval sample once."""
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import tarfile
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from distgen.config import DataConfig
 from distgen.data import eval_batches, load_info, split_urls, to_device, train_loader
 from distgen.errors import DataError
+from distgen.evaluation.inception import to_uint8
 from shards.__main__ import main as shards_main
 
 
@@ -74,12 +77,18 @@ def test_ranks_see_different_samples(digits):
 def test_eval_split_is_seen_exactly_once_across_ranks(digits, world):
     info = load_info(DataConfig(root=str(digits)))
     urls = split_urls(info, "test", "data.eval_split")
-    seen = [b["image"].flatten(1) for r in range(world) for b in eval_batches(urls, 50, info, rank=r, world_size=world)]
-    seen = torch.cat(seen)
-    assert len(seen) == info.counts["test"]
-    reference = torch.cat([b["image"].flatten(1) for b in eval_batches(urls, 50, info)])
-    # the same multiset of images: compare the sorted raw bytes of every image
-    assert sorted(r.numpy().tobytes() for r in seen) == sorted(r.numpy().tobytes() for r in reference)
+    seen = [b["image"] for r in range(world) for b in eval_batches(urls, 50, info, rank=r, world_size=world)]
+    seen = to_uint8(torch.cat(seen))
+    assert len(seen) == info.counts["test"] and seen.shape[1] == 1
+    # the reference is read from the shards themselves (tarfile + numpy), not by another walk of eval_batches:
+    # the same multiset of one-channel pixel arrays, so every test image exactly once over the ranks
+    reference = []
+    for url in urls:
+        with tarfile.open(url) as tar:
+            reference += [np.load(io.BytesIO(tar.extractfile(m).read())).astype(np.uint8).tobytes()
+                          for m in tar.getmembers() if m.name.endswith(".npy")]
+    assert len(reference) == info.counts["test"]
+    assert sorted(r.numpy().tobytes() for r in seen) == sorted(reference)
 
 
 def test_missing_index_names_the_folder_and_the_fix(tmp_path):

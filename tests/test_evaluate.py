@@ -25,7 +25,7 @@ from PIL import Image
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from conftest import BIN, TINY_GAN, launch_module, run, script, train
+from conftest import BIN, ROOT, TINY_GAN, launch_module, run, script, train
 from distgen import config, recipes
 from distgen.data import eval_batches, load_info, split_urls
 from distgen.errors import ConfigError
@@ -116,7 +116,8 @@ class RealDigits(nn.Module):
 
 def tiny_family(root: Path):
     """(config, untrained tiny DCGAN family) on a shard folder, for in-process evaluations."""
-    cfg = recipes.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={root}", "model.z_dim=16", "model.width=8"])
+    cfg = recipes.load(ROOT / "recipes" / "dcgan_digits_smoke.yaml",
+                       [f"data.root={root}", "model.z_dim=16", "model.width=8"])
     return cfg, FAMILIES["dcgan"](cfg, load_info(cfg.data))
 
 

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import BIN, TINY_GAN, metrics, run, train
+from checkpoint_state import optimizer_steps
+from conftest import BIN, ROOT, TINY_GAN, metrics, run, train
 from distgen import config, recipes
 from distgen.checkpoint import load_run
 from distgen.data import DataInfo
@@ -40,13 +41,21 @@ def test_gradient_penalty_in_bf16_matches_fp32():
 @pytest.mark.parametrize("precision, steps", [("bf16", 5), ("fp16", 3)])
 def test_mixed_precision_runs_through_accelerate_launch(digits, tmp_path, precision, steps):
     run_dir = tmp_path / precision
+    probe = tmp_path / "dtypes.json"  # tests/precision_probe.py: launch/train.py with a forward hook
     result = run([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-                  "--mixed_precision", precision, "--dynamo_backend", "no", "launch/train.py",
-                  "recipes/wgan_gp_digits_smoke.yaml", *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}",
-                  f"train.steps={steps}", f"log.every={steps}", "train.phases=[{name: D, repeat: 2}, {name: G}]"])
+                  "--mixed_precision", precision, "--dynamo_backend", "no", "tests/precision_probe.py", str(probe),
+                  str(ROOT / "recipes/wgan_gp_digits_smoke.yaml"), *TINY_GAN, f"data.root={digits}",
+                  f"run.dir={run_dir}", f"train.steps={steps}", f"log.every={steps}",
+                  "train.phases=[{name: D, repeat: 2}, {name: G}]"])
     assert result.returncode == 0, result.stderr[-3000:]
     row = metrics(run_dir)[-1]
     assert row["step"] == steps and all(v == v and abs(v) < 1e6 for v in row.values())
+    # recorded as the run's precision, and the dtype the training convolutions really computed in: bf16 autocast
+    # on the CPU; fp16 is fp32 there (Accelerate enables fp16 autocast and its GradScaler on GPUs only), so
+    # this run checks the fp16 code path's plumbing, not fp16 numerics (launch/gpu_check.py does, on CUDA)
+    assert json.loads((run_dir / "run.json").read_text())["mixed_precision"] == precision
+    dtype = {"bf16": "bfloat16", "fp16": "float32"}[precision]
+    assert json.loads(probe.read_text())["conv_output_dtypes"] == [dtype]
     # (Accelerate uses no GradScaler on the CPU, so loss scaling itself is covered by tests/test_stepper.py's
     # test_gradient_penalty_through_a_real_grad_scaler_at_a_large_scale; on CUDA the loop logs D/skipped, G/skipped.)
 
@@ -87,6 +96,8 @@ def test_gradient_accumulation_takes_k_micro_batches_per_step(digits, tmp_path):
           "train.grad_accum=2", "train.phases=[{name: D, repeat: 2}, {name: G}]", "log.every=3")
     state = torch.load(run_dir / "checkpoints" / "step_3" / "custom_checkpoint_0.pkl", weights_only=True)
     assert state == {"step": 3, "batches": 3 * 2 * 2}  # steps x D repeats x micro-batches
+    # and the optimizers stepped once per k micro-batches: D twice per step (its repeats), G once
+    assert optimizer_steps(run_dir / "checkpoints" / "step_3") == {"G": 3, "D": 3 * 2}
     assert metrics(run_dir)[-1]["step"] == 3
 
 
@@ -104,12 +115,31 @@ def test_ema_weights_are_saved_and_used_for_sampling(digits, tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["dcgan_digits_smoke", "wgan_gp_digits_smoke"])
-def test_speed_switches_train(digits, tmp_path, recipe):
+def test_speed_switches_train(digits, tmp_path, recipe, monkeypatch):
     """channels_last and torch.compile (the cheap aot_eager backend here; inductor on GPUs) wire into
     the loop; the gradient-penalty critic stays eager."""
     run_dir = tmp_path / "fast"
+    import torch._dynamo
+    from accelerate import Accelerator
+
+    saved_formats = []
+    original_save = Accelerator.save_state
+
+    def save_state(self, *args, **kwargs):  # the nets' 4-d weights as the run holds them at each checkpoint
+        saved_formats.extend(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                             for m in self._models for p in m.parameters()
+                             if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)  # (layouts that differ)
+        return original_save(self, *args, **kwargs)
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
     train(recipe, *TINY_GAN, f"data.root={digits}", f"run.dir={run_dir}", "train.steps=4", "log.every=4",
           "train.channels_last=true", "train.compile=aot_eager", "train.ema_kimg=0.01")
+    monkeypatch.undo()
+    assert saved_formats and all(saved_formats)  # train.channels_last: every conv weight is NHWC
+    assert torch._dynamo.utils.counters["frames"]["ok"] > 0  # train.compile: dynamo compiled the nets' frames
+    torch._dynamo.reset()
     row = metrics(run_dir)[-1]
     assert row["step"] == 4 and all(v == v for v in row.values())
     _, family, step = load_run(run_dir)  # checkpoints hold the plain (uncompiled) modules

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import BIN, TINY_GAN, free_port, run, train
+from checkpoint_state import optimizer_steps
+from conftest import BIN, ROOT, TINY_GAN, free_port, run, train
 from distgen import config, recipes
 from distgen.data import DataInfo, load_info
 from distgen.ema import EMA
@@ -110,7 +111,8 @@ def test_in_training_fid_and_grid_on_two_syncbn_ranks_equal_one_process_evaluati
     two = json.loads((out / "result.json").read_text())
     assert two["world_size"] == 2 and two["buffers_untouched"]
 
-    cfg = recipes.load("recipes/dcgan_digits_smoke.yaml", [f"data.root={shards}", "model.z_dim=16", "model.width=8"])
+    cfg = recipes.load(ROOT / "recipes" / "dcgan_digits_smoke.yaml",
+                       [f"data.root={shards}", "model.z_dim=16", "model.width=8"])
     family = FAMILIES["dcgan"](cfg, load_info(cfg.data))  # as launch/evaluate.py builds it: plain BatchNorm
     family.nets["G"].load_state_dict(load_file(str(out / "G.safetensors")))
     one = evaluate_generator(family, cfg, ["fid"], 10, weights)
@@ -175,6 +177,7 @@ def test_loop_ema_counts_the_global_batch_and_copies_running_statistics(digits, 
     state = torch.load(ckpt / meta["custom"]["ema"], weights_only=True)
     G = load_file(str(ckpt / meta["family_nets"]["G"]))
     assert int(state["nimg"]) == 3 * 16 * 1 * 2
+    assert optimizer_steps(ckpt)["G"] == 3  # one generator step per two micro-batches, one EMA update per step
     stats = [k for k in G if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(state[f"module.{k}"], G[k]) for k in stats)
     assert not all(torch.equal(state[f"module.{k}"], G[k]) for k in G if k.endswith("weight"))

@@ -54,9 +54,34 @@ def _log(tmp_path) -> str:
     return "\n".join(p.read_text() for p in sorted((tmp_path / "logs").glob("*.out")))
 
 
-def _wait(what: str, ok, tmp_path, timeout: float = 600):
+# The states a job (or array task) ends in; a requeued job passes through REQUEUED/PENDING instead.
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY")
+
+
+def _states(job: str) -> list[str]:
+    """The state of the job, or of each task of a job array, as slurmctld reports it (scontrol, which keeps
+    ended jobs for MinJobAge, then squeue); once it has forgotten the job, the last job-completion record."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    states = re.findall(r"\bJobState=(\S+)", out)
+    if not states:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+        states = out.split()
+    if not states:
+        records = _jobcomp(job)
+        states = re.findall(r"\bJobState=(\S+)", records[-1])[:1] if records else []
+    return [s.split()[0] for s in states]
+
+
+def _wait(what: str, ok, tmp_path, timeout: float = 600, job: str | None = None, expect: tuple[str, ...] = ()):
+    """Poll `ok` until it holds; fail at once when `job` (any task of it) ends in a state not in `expect`,
+    instead of waiting out the timeout for something that can no longer happen."""
     deadline = time.time() + timeout
     while not ok():
+        if job is not None:
+            ended = [s for s in _states(job) if s in TERMINAL and s not in expect]
+            if ended and not ok():  # (ok() again: it may have come true as the job ended)
+                pytest.fail(f"job {job} ended {', '.join(ended)} while waiting for {what}:\n"
+                            f"{_log(tmp_path)[-4000:]}")
         assert time.time() < deadline, f"timed out waiting for {what}:\n{_log(tmp_path)[-4000:]}"
         time.sleep(0.5)
 
@@ -72,8 +97,7 @@ def _latest(run_dir: Path) -> int:
 
 
 def _finished(job: str, run_dir: Path, steps: int, tmp_path) -> None:
-    _wait(f"job {job} to complete", lambda: _job(job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED",
-                                                                        "TIMEOUT", "NODE_FAIL"), tmp_path)
+    _wait(f"job {job} to complete", lambda: _states(job) == ["COMPLETED"], tmp_path, job=job)
     assert _job(job)["JobState"] == "COMPLETED" and _job(job)["ExitCode"] == "0:0", _log(tmp_path)[-4000:]
     assert [r["step"] for r in metrics(run_dir)] == list(range(1, steps + 1))  # every step once
     assert _latest(run_dir) == steps
@@ -145,16 +169,17 @@ def test_time_limit_usr1_checkpoints_requeues_resumes_and_finishes(slurm, digits
     run_dir, steps = tmp_path / "run", 100
     job = _submit(tmp_path, digits, run_dir, f"train.steps={steps}", "--time", "1", "--signal-seconds", "59")
     signalled = "launcher: SIGUSR1: the training processes stop"
-    _wait("training or SLURM's USR1", lambda: _last_step(run_dir) > 0 or signalled in _log(tmp_path), tmp_path)
+    _wait("training or SLURM's USR1", lambda: _last_step(run_dir) > 0 or signalled in _log(tmp_path), tmp_path,
+          job=job)
     paused = _training_processes(run_dir)
     for pid in paused:
         os.kill(pid, signal.SIGSTOP)
     try:
-        _wait("SLURM's USR1", lambda: signalled in _log(tmp_path), tmp_path, timeout=90)
+        _wait("SLURM's USR1", lambda: signalled in _log(tmp_path), tmp_path, timeout=90, job=job)
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
-    _wait("the time-limit requeue", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path)
+    _wait("the time-limit requeue", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path, job=job)
     stopped = _latest(run_dir)
     assert 0 < stopped < steps
     # the second allocation gets the time to finish (else it would stop and requeue again, as it should)
@@ -177,16 +202,16 @@ def test_term_to_the_whole_job_and_an_admin_requeue_lose_nothing_and_two_ranks_f
     run_dir, steps = tmp_path / "run", 150
     job = _submit(tmp_path, digits, run_dir, f"train.steps={steps}", "--processes-per-node", "2",
                   "--cpus-per-task", "2", "--time", "10", "--signal-seconds", "60")
-    _wait("training", lambda: _last_step(run_dir) > 0, tmp_path)
+    _wait("training", lambda: _last_step(run_dir) > 0, tmp_path, job=job)
     subprocess.run(["scancel", "--signal=TERM", "--full", job], check=True)
-    _wait("the requeue after TERM", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path)
+    _wait("the requeue after TERM", lambda: int(_job(job).get("Restarts", 0)) >= 1, tmp_path, job=job)
     first = _latest(run_dir)
     assert 0 < first < steps
-    _wait("the resumed run", lambda: _last_step(run_dir) > first, tmp_path)
+    _wait("the resumed run", lambda: _last_step(run_dir) > first, tmp_path, job=job)
     subprocess.run(["scontrol", "requeue", job], check=True)
     # Restarts counts the requeue at once; PENDING comes once the job's processes have ended
     _wait("the admin requeue", lambda: int(_job(job).get("Restarts", 0)) >= 2 and _job(job)["JobState"] == "PENDING",
-          tmp_path)
+          tmp_path, job=job)
     second = _latest(run_dir)
     assert first < second < steps
     _finished(job, run_dir, steps, tmp_path)
@@ -218,7 +243,8 @@ def test_a_sweep_as_a_real_job_array_runs_every_task_to_its_end(slurm, digits, t
         return sorted(f"{t['ArrayTaskId']}|{t['JobState']}|{t['ExitCode']}" for t in tasks)
 
     _wait(f"array {job}'s two tasks", lambda: len(states()) == 2 and all(
-        s.split("|")[1] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states()), tmp_path)
+        s.split("|")[1] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states()), tmp_path,
+          job=job, expect=("COMPLETED",))
     assert states() == ["0|COMPLETED|0:0", "1|COMPLETED|0:0"], _log(tmp_path)[-4000:]
     seeds = []
     for task in manifest["runs"]:
@@ -228,3 +254,17 @@ def test_a_sweep_as_a_real_job_array_runs_every_task_to_its_end(slurm, digits, t
     assert sorted(seeds) == [0, 1]  # two runs, each with its own seed, not one run twice
     compared = script("compare", str(root / "seeds"), "--plot", str(tmp_path / "curves.png"))
     assert compared.returncode == 0 and "run.seed" in compared.stdout, compared.stdout + compared.stderr
+
+
+def test_a_wait_fails_as_soon_as_the_job_ends_otherwise(slurm, tmp_path):
+    """A job that fails at once ends the wait on it within seconds, naming the state, not after the
+    timeout (the waits above used to run to their 600 s when a job died)."""
+    (tmp_path / "logs").mkdir()
+    sub = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "logs" / "%j.out"), "--wrap", "exit 3"],
+                         capture_output=True, text=True, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    start = time.time()
+    with pytest.raises(pytest.fail.Exception, match=f"job {job} ended FAILED while waiting for a step"):
+        _wait("a step that never comes", lambda: False, tmp_path, timeout=120, job=job)
+    assert time.time() - start < 60

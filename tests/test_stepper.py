@@ -16,15 +16,43 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import TINY_CLS, TINY_GAN, free_port, metrics, train
+from conftest import ROOT, TINY_CLS, TINY_GAN, free_port, metrics, train
 from distgen import recipes, stats
 from distgen.data import DataInfo
 from distgen.families import FAMILIES
 from distgen.loops.guard import Guard
 
 DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
-SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
+SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")
+# ops that read a device tensor back to the host (each a CUDA sync), seen below Python by a dispatch mode
+READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::equal", "aten::is_nonzero", "aten::masked_select"}
+
+
+class _DeviceReads(TorchDispatchMode):
+    """Counts every op that reads back on CUDA: scalar reads, data-dependent shapes (nonzero, indexing with a
+    boolean mask), torch.equal, and copies to the CPU from another device (on the CPU the named ops are what
+    is counted)."""
+
+    def __init__(self, calls: Counter):
+        super().__init__()
+        self.calls = calls
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        if name in READS:
+            self.calls[name] += 1
+        elif name in ("aten::index", "aten::index_put", "aten::index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+            self.calls[f"{name} with a boolean mask"] += 1  # its size is the mask's count: read back
+        elif name in ("aten::_to_copy", "aten::copy_") and isinstance(args[0], torch.Tensor):
+            src = args[1] if name == "aten::copy_" else args[0]
+            dst = args[0].device if name == "aten::copy_" else torch.device(kwargs.get("device") or src.device)
+            if isinstance(src, torch.Tensor) and dst.type == "cpu" and src.device.type != "cpu":
+                self.calls[f"{name} to cpu"] += 1
+        return func(*args, **kwargs)
 
 
 @pytest.fixture
@@ -109,7 +137,8 @@ def test_a_name_reported_on_some_ranks_only_is_reduced_on_every_rank(tmp_path):
 
 
 def _count_syncs(monkeypatch, run):
-    """Host reads of tensors (item, tolist, bool, float, int) and preemption checks during `run()`."""
+    """Host reads of tensors (item, tolist, bool, float, int, numpy, cpu; the READS ops below Python) and
+    preemption checks during `run()`."""
     calls = Counter()
     for name in SYNCS:
         original = getattr(torch.Tensor, name)
@@ -127,10 +156,26 @@ def _count_syncs(monkeypatch, run):
 
     monkeypatch.setattr(Guard, "preempted", preempted)
     try:
-        run()
+        with _DeviceReads(calls):
+            run()
     finally:
         monkeypatch.undo()
     return calls
+
+
+def test_the_read_counter_sees_every_kind_of_device_read():
+    """What _count_syncs counts, each once: a meta tensor stands in for a GPU one (its copy to the CPU is
+    seen before it fails); the data-dependent ops are counted by name on the CPU."""
+    calls = Counter()
+    x = torch.tensor([0.0, 1.0])
+    with _DeviceReads(calls):
+        with pytest.raises(NotImplementedError):
+            torch.ones(2, device="meta").cpu()
+        with pytest.raises(NotImplementedError):
+            torch.empty(2).copy_(torch.ones(2, device="meta"))
+        x.sum().item(), x.nonzero(), torch.equal(x, x), x[x > 0], x.cpu(), x.float()  # the last two: no copy
+    assert calls == Counter({"aten::_to_copy to cpu": 1, "aten::copy_ to cpu": 1, "aten::_local_scalar_dense": 1,
+                             "aten::nonzero": 1, "aten::equal": 1, "aten::index with a boolean mask": 1}), calls
 
 
 @pytest.mark.parametrize("recipe, extra", [("dcgan_digits_smoke",
@@ -146,7 +191,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(digits, tmp_path, mo
     from distgen.loops import adversarial, single
 
     def run(steps):
-        cfg = recipes.load(f"recipes/{recipe}.yaml", [
+        cfg = recipes.load(ROOT / "recipes" / f"{recipe}.yaml", [
             *extra, f"data.root={digits}", f"run.dir={tmp_path / str(steps)}", f"train.steps={steps}",
             f"log.every={steps}", f"log.sample_every={steps}", f"run.checkpoint_every={steps}",
             "data.num_workers=1", "eval.every=0", "log.wandb.enabled=false"])

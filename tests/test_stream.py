@@ -19,7 +19,7 @@ import webdataset as wds
 from PIL import Image
 
 import distgen.data.stream as stream_module
-from conftest import BIN, run
+from conftest import BIN, ROOT, run
 from distgen.config import DataConfig
 from distgen.recipes import load
 from distgen.data import eval_batches, load_info, split_urls, to_device, train_loader
@@ -226,7 +226,7 @@ def test_bad_paths_and_too_few_shards_fail_before_training(ids, tmp_path):
 
 
 def test_recipe_keys_are_checked():
-    recipe = Path("recipes/quickstart.yaml")
+    recipe = ROOT / "recipes" / "quickstart.yaml"
     cfg = load(recipe, ["data.mode=resampled", "data.channels=3", "data.crop=28", "data.random_crop=true",
                         "data.hflip=true", "data.max_skip_fraction=0.05"])
     assert (cfg.data.mode, cfg.data.channels, cfg.data.crop, cfg.data.hflip) == ("resampled", 3, 28, True)

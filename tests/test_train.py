@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from checkpoint_state import assert_resumed_from, assert_same_checkpoint
 from conftest import TINY_CLS, TINY_GAN, metrics, run, train, script
 
 
@@ -67,11 +68,15 @@ def test_resume_is_exact(digits, tmp_path, recipe, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(recipe, *common, f"run.dir={straight}", "train.steps=20")
     train(recipe, *common, f"run.dir={split}", "train.steps=10")
-    train(recipe, *common, f"run.dir={split}", "train.steps=20", resume="auto")
-    a, b = _weights(straight / "checkpoints" / "step_20"), _weights(split / "checkpoints" / "step_20")
-    assert a.keys() == b.keys() and any(k.startswith("G.") for k in a) and any(k.startswith("D.") for k in a)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    resumed = train(recipe, *common, f"run.dir={split}", "train.steps=20", resume="auto")
+    assert_resumed_from(split, split / "checkpoints" / "step_10", resumed.stdout + resumed.stderr)
+    # every checkpointed tensor, bit for bit: weights, EMA (custom_checkpoint_1: its average and image count),
+    # both optimizers' moments and step counts, schedulers, RNG states, the train state
+    state = assert_same_checkpoint(straight / "checkpoints" / "step_20", split / "checkpoints" / "step_20",
+                                   expect=("G.safetensors", "D.safetensors", "optimizer.bin", "optimizer_1.bin",
+                                           "custom_checkpoint_1.pkl", "random_states_0.pkl"))
+    assert int(state["custom_checkpoint_1.pkl.nimg"]) == 20 * 16  # the EMA counted every generator step's batch
+    a = _weights(straight / "checkpoints" / "step_20")
     # and the first ten steps really did change the weights (so equality is not vacuous)
     first = _weights(split / "checkpoints" / "step_10")
     assert any(not torch.equal(first[k], a[k]) for k in a)
