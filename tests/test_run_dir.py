@@ -264,7 +264,7 @@ def test_the_replica_check_names_the_parameter_that_drifted(tmp_path):
 
         def register_save_state_pre_hook(self, hook): pass
         def register_load_state_pre_hook(self, hook): pass
-        def unwrap_model(self, net): return net
+        def unwrap_model(self, net, **kwargs): return net
 
         def gather(self, mine):
             other = mine.clone()

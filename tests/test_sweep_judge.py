@@ -81,5 +81,5 @@ def test_evaluate_judge_metrics_on_a_generator(digits, judge_dir, tmp_path):
     assert 1 <= out["coverage_classes"] <= 10 and 0 <= out["coverage_tv"] <= 0.9 + 1e-9
     assert sum(out[f"coverage_class_{i}"] for i in range(10)) == pytest.approx(1, abs=1e-3)
     missing = script("evaluate", str(run_dir), "--metrics", "judge_fid")
-    assert missing.returncode == 2 and "--classifier RUN_DIR" in missing.stderr
+    assert missing.returncode == 2 and "--classifier" in missing.stderr and "eval.classifier" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1

@@ -78,7 +78,8 @@ class Guard:
     def record(self, bad: torch.Tensor, phase: str = "") -> None:
         """One optimizer step of `phase`: `bad` (a 0-d float tensor, 1.0 or 0.0) says whether its gradients
         were non-finite in a way that counts toward the stop. Device arithmetic only: no host sync."""
-        row, worst = self._views[self._slot(phase, bad)]
+        i = self._slot(phase, bad)  # first: it may make the views (self._views is read after it)
+        row, worst = self._views[i]
         torch.addcmul(bad, row, bad, out=row)  # (row + 1) * bad: 0 after a finite step
         torch.maximum(worst, row, out=worst)
 
