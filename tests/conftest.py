@@ -12,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# data.num_workers=auto resolves to 0 in every run of the suite (in-process and launched: the variable is
+# inherited), as the default was before auto: no DataLoader workers forked from the many-threaded pytest
+# process (distgen/data/workers.py). Tests about workers ask for them by number or unset this.
+os.environ["DISTGEN_MAX_WORKERS"] = "0"
 
 # Tiny nets and batches: every GAN/classifier test run takes seconds on 2 CPU cores.
 TINY_GAN = ["model.z_dim=16", "model.width=8", "train.batch_size=16", "log.every=5", "log.sample_every=10"]

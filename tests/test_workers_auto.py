@@ -14,6 +14,20 @@ from distgen.errors import ConfigError
 from distgen.loops.checkpointer import topology
 
 
+@pytest.fixture(autouse=True)
+def no_cap(monkeypatch):
+    """The suite caps auto at 0 (tests/conftest.py); these tests are about the rule itself."""
+    monkeypatch.delenv("DISTGEN_MAX_WORKERS", raising=False)
+
+
+def test_the_cap_of_the_environment_bounds_auto(cpus, monkeypatch):
+    from distgen.data.workers import AUTO, resolve_workers
+
+    cpus(8)
+    assert resolve_workers(AUTO, {}) == 7 and resolve_workers(AUTO, {"DISTGEN_MAX_WORKERS": "2"}) == 2
+    assert resolve_workers(AUTO, {"DISTGEN_MAX_WORKERS": "0"}) == 0 and resolve_workers(3, {"DISTGEN_MAX_WORKERS": "0"}) == 3
+
+
 @pytest.fixture
 def cpus(monkeypatch):
     """Pretend this process's affinity mask holds N CPUs."""

@@ -12,6 +12,11 @@ Every rank must resolve the same count (the readers of split mode are ranks x wo
 per process on every node, as a SLURM job gives. The resolved count is what the checkpoint topology
 and run.json record (distgen/loops/checkpointer.py), so a resume on other hardware says the data order
 changes. `python -m pytest tests/test_workers_auto.py` checks the rule.
+
+DISTGEN_MAX_WORKERS=N caps what auto resolves to (a shared login node, a machine where worker processes
+are unwelcome). The test suite sets 0 (tests/conftest.py): its runs train inside the pytest process,
+and forking DataLoader workers from that many-threaded process once aborted a worker; the tests that
+are about workers ask for them by number.
 """
 from __future__ import annotations
 
@@ -35,4 +40,7 @@ def resolve_workers(requested: int, environ=None) -> int:
     """data.num_workers as given, or for AUTO: this process's CPUs less one, at most MAX_AUTO."""
     if requested != AUTO:
         return requested
-    return min(MAX_AUTO, cpus_per_process(environ) - 1)
+    env = os.environ if environ is None else environ
+    cap = env.get("DISTGEN_MAX_WORKERS", "")
+    most = int(cap) if cap.isdigit() else MAX_AUTO
+    return min(MAX_AUTO, most, cpus_per_process(environ) - 1)
