@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import save_image
 
-from distgen.sync_batchnorm import SyncBatchNorm
+from distgen.sync_batchnorm import SyncBatchNorm, share_state
 
 CHUNK = 500  # images per generator call (rule 4); a constant, never derived from the world size
 
@@ -48,14 +48,8 @@ def plain_batchnorm(module: nn.Module) -> nn.Module:
     """`module` with every SyncBatchNorm (torch's or distgen.sync_batchnorm's) replaced by BatchNorm sharing its parameters and buffers
     (in place for children; returns the replacement when `module` itself is one)."""
     if isinstance(module, (nn.SyncBatchNorm, SyncBatchNorm)):
-        out = BatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                        module.track_running_stats)
-        if module.affine:
-            out.weight, out.bias = module.weight, module.bias
-        out.running_mean, out.running_var = module.running_mean, module.running_var
-        out.num_batches_tracked = module.num_batches_tracked
-        out.train(module.training)
-        return out
+        return share_state(module, BatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                             module.track_running_stats))
     for name, child in module.named_children():
         module.add_module(name, plain_batchnorm(child))
     return module

@@ -125,19 +125,24 @@ class SyncBatchNorm(_BatchNorm):
         self.running_mean.lerp_(mean.to(stats_dtype), factor)
         self.running_var.lerp_(unbiased.to(stats_dtype), factor)
 
+def share_state(src, out):
+    """`out` (a new BatchNorm-like layer) holding `src`'s parameters and buffers (shared, not copied) and
+    its train/eval mode: the layer swap both ways (to SyncBatchNorm here, back in distgen/generation.py)."""
+    if src.affine:
+        out.weight, out.bias = src.weight, src.bias
+    out.running_mean, out.running_var = src.running_mean, src.running_var
+    out.num_batches_tracked = src.num_batches_tracked
+    out.train(src.training)
+    return out
+
+
 def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     """`module` with every BatchNorm{1,2,3}d (and torch's SyncBatchNorm) replaced by distgen's
     SyncBatchNorm sharing its parameters and buffers (in place for children; returns the replacement
     when `module` itself is one). Like torch.nn.SyncBatchNorm.convert_sync_batchnorm, on any device."""
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
-        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
-        if module.affine:
-            out.weight, out.bias = module.weight, module.bias
-        out.running_mean, out.running_var = module.running_mean, module.running_var
-        out.num_batches_tracked = module.num_batches_tracked
-        out.train(module.training)
-        return out
+        return share_state(module, SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                                 module.track_running_stats, process_group))
     for name, child in module.named_children():
         module.add_module(name, convert_sync_batchnorm(child, process_group))
     return module

@@ -165,3 +165,21 @@ def train(recipe: str, *overrides: str, launcher: str = "python", resume: str | 
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate keeps process-wide state, and a training run installs its signal handlers: start and
+    leave every in-process use clean."""
+    import signal
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -23,13 +23,6 @@ from distgen.loops.stepper import Group, Stepper
 DIGITS = DataInfo(32, 1, tuple("0123456789"), (), {}, {})
 
 
-@pytest.fixture
-def fresh_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def test_cuda_graph_on_a_cpu_says_it_needs_cuda(digits, tmp_path, fresh_accelerate):

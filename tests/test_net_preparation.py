@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
 from conftest import ROOT, TINY_CLS
 from distgen import recipes
 from distgen.errors import ConfigError
 
 
-@pytest.fixture
-def fresh_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def _cfg(digits, tmp_path, *extra):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -55,18 +54,6 @@ class _DeviceReads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.fixture
-def fresh_accelerate():
-    """Accelerate keeps process-wide state, and a training run installs its signal handlers: start and
-    leave every in-process use clean."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
 
 
 # -- statistics: one device, names on some ranks only ------------------------------------------------
