@@ -3,12 +3,14 @@ with the same nets, batch, optimizers and in-memory data, measured side by side 
 
     python benchmarks/train_overhead.py [--steps 160] [--rounds 3] [--batch 64] [--width 32]
 
-Both loops train the same fresh DCGAN (same seed) on one fixed in-memory batch; each is timed over
-its second half (after warm-up). Rounds alternate harness/bare; the ratio is the median over rounds
-of harness img/s / bare img/s (>= 0.95 is the goal). The usual bare loop also computes D's weight
-gradients in the generator step, which the harness skips; `ratio_same_work` compares against a bare
-loop that skips them too (D.requires_grad_(False)), i.e. the harness's pure overhead. Ends with one
-JSON line.
+Both loops train the same fresh DCGAN (same seed) on one fixed in-memory batch, interleaved: each
+round is one harness run in which every iteration is followed by one iteration of each bare loop, so
+all three see the same machine from moment to moment (timed one after the other, rounds of a few
+seconds swung by +-20% on a shared 2-core VM, more than the overhead measured). Timed over the
+second half (after warm-up); the ratio is the median over rounds of harness img/s / bare img/s
+(>= 0.95 is the goal). The usual bare loop also computes D's weight gradients in the generator step,
+which the harness skips; `ratio_same_work` compares against a bare loop that skips them too
+(D.requires_grad_(False)), i.e. the harness's pure overhead. Ends with one JSON line.
 
 It also counts the aten ops each loop dispatches per D+G iteration (`ops_per_iteration`, a
 TorchDispatchMode over the whole run, tiny nets: width 4, batch 8, data.cache=ram, at two run lengths
@@ -22,7 +24,6 @@ counts is the harness's overhead there (goal: <= 1.05; tests/test_lean_step.py f
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -52,52 +53,79 @@ def make_cfg(args, run_dir: str):
         f"log.sample_every={10 ** 9}", f"run.checkpoint_every={10 ** 9}", f"run.dir={run_dir}"])
 
 
-def harness_rate(args, batch) -> float:
-    """img/s of the second half of a harness run, fed the in-memory batch instead of the shard stream."""
-    real_next = adversarial.Streams.next
-    adversarial.Streams.next = lambda self, device: ({k: v.to(device) for k, v in batch.items()}, len(batch["image"]))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            run_dir = adversarial.train(make_cfg(args, tmp + "/run"))
-            rows = [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
-    finally:
-        adversarial.Streams.next = real_next
-    return rows[-1]["img/s"]  # the last log interval: steps/2 .. steps
+class BareLoop:
+    """The same training written as a plain PyTorch loop, one D+G iteration per call; with freeze_d, the
+    generator step leaves D's weight gradients uncomputed, as the harness does (the same work, so the
+    ratio is pure overhead)."""
 
+    def __init__(self, args, batch, freeze_d: bool = False):
+        cfg = make_cfg(args, "unused")
+        torch.manual_seed(cfg.run.seed)
+        family = FAMILIES["dcgan"](cfg, load_info(cfg.data))
+        self.G, self.D = family.nets["G"], family.nets["D"]
+        # the optimizer the harness builds: fused Adam (train.fused_optim), so only the harness's overhead differs
+        fused, betas = cfg.train.fused_optim, (cfg.optim.beta1, cfg.optim.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas, fused=fused)
+        self.real, self.n, self.freeze_d = batch["image"], args.batch, freeze_d
 
-def bare_rate(args, batch, freeze_d: bool = False) -> float:
-    """The same training written as a plain PyTorch loop; with freeze_d, the generator step leaves D's
-    weight gradients uncomputed, as the harness does (the same work, so the ratio is pure overhead)."""
-    cfg = make_cfg(args, "unused")
-    torch.manual_seed(cfg.run.seed)
-    family = FAMILIES["dcgan"](cfg, load_info(cfg.data))
-    G, D = family.nets["G"], family.nets["D"]
-    # the optimizer the harness builds: fused Adam (train.fused_optim), so only the harness's overhead differs
-    fused = cfg.train.fused_optim
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=fused)
-    real, n = batch["image"], args.batch
-    start = None
-    for step in range(args.steps):
-        if step == args.steps // 2:
-            start = time.perf_counter()
+    def iteration(self) -> None:
+        G, D, n = self.G, self.D, self.n
         z = torch.randn(n, 100, 1, 1)
         with torch.no_grad():
             fake = G(z)
-        real_logit, fake_logit = D(real)["adv"], D(fake)["adv"]
+        real_logit, fake_logit = D(self.real)["adv"], D(fake)["adv"]
         loss_d = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
                   + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
-        opt_d.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(not freeze_d)
+        self.opt_d.step()
+        D.requires_grad_(not self.freeze_d)
         fake_logit = D(G(torch.randn(n, 100, 1, 1)))["adv"]
         loss_g = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
-        opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        opt_g.step()
+        self.opt_g.step()
         D.requires_grad_(True)
-    return n * (args.steps - args.steps // 2) / (time.perf_counter() - start)
+
+
+def interleaved_round(args, batch) -> dict[str, float]:
+    """img/s of the harness, the bare loop and the same-work bare loop, measured interleaved: one harness
+    run (launch/train.py's adversarial loop, fed the in-memory batch instead of the shard stream) in which
+    every iteration is followed by one iteration of each bare loop, run from the harness's batch fetch.
+    The harness's time is the span from one fetch's return to the next fetch: its whole iteration, both
+    phases and its bookkeeping, without the bare loops. Timed over the second half (after warm-up),
+    without the iterations that log or checkpoint (the spans end before the last one)."""
+    loops = {"bare": BareLoop(args, batch), "same": BareLoop(args, batch, freeze_d=True)}
+    spent = dict.fromkeys(("harness", *loops), 0.0)
+    calls, resumed, timed = 0, 0.0, 0
+    real_next = adversarial.Streams.next
+
+    def next_batch(self, device):
+        nonlocal calls, resumed, timed
+        now = time.perf_counter()
+        counting = calls > args.steps // 2
+        if counting:  # the harness iteration that ended here (it began when the previous fetch returned)
+            spent["harness"] += now - resumed
+            timed += 1
+        order = list(loops) if calls % 2 else list(loops)[::-1]  # alternate which bare loop runs first
+        for name in order:
+            start = time.perf_counter()
+            loops[name].iteration()
+            if counting:
+                spent[name] += time.perf_counter() - start
+        calls += 1
+        out = {k: v.to(device) for k, v in batch.items()}, len(batch["image"])
+        resumed = time.perf_counter()
+        return out
+
+    adversarial.Streams.next = next_batch
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            adversarial.train(make_cfg(args, tmp + "/run"))
+    finally:
+        adversarial.Streams.next = real_next
+    return {"iterations": timed, **{name: args.batch * timed / seconds for name, seconds in spent.items()}}
 
 
 class OpCount(TorchDispatchMode):
@@ -213,17 +241,19 @@ def main() -> None:
     batch = {"image": torch.rand(args.batch, 1, 32, 32, generator=gen) * 2 - 1}
     harness, bare, same = [], [], []
     for r in range(args.rounds):
-        harness.append(harness_rate(args, batch))
-        bare.append(bare_rate(args, batch))
-        same.append(bare_rate(args, batch, freeze_d=True))
+        rates = interleaved_round(args, batch)
+        harness.append(rates["harness"])
+        bare.append(rates["bare"])
+        same.append(rates["same"])
         print(f"round {r + 1}: harness {harness[-1]:.1f} img/s, bare {bare[-1]:.1f} img/s (ratio "
               f"{harness[-1] / bare[-1]:.3f}), bare with frozen D in the G step {same[-1]:.1f} img/s (ratio "
               f"{harness[-1] / same[-1]:.3f})", flush=True)
     ratio = statistics.median(h / b for h, b in zip(harness, bare))
     finish("train_overhead", ratio, ratio_same_work=round(statistics.median(h / b for h, b in zip(harness, same)), 4),
-           harness_img_s=statistics.median(harness), bare_img_s=round(statistics.median(bare), 2),
+           harness_img_s=round(statistics.median(harness), 2), bare_img_s=round(statistics.median(bare), 2),
            bare_same_work_img_s=round(statistics.median(same), 2), steps=args.steps, batch=args.batch,
-           width=args.width, rounds=args.rounds, **ops)
+           width=args.width, rounds=args.rounds, method="interleaved", **ops)
+
 
 if __name__ == "__main__":
     main()

@@ -34,3 +34,22 @@ def test_harness_dispatches_at_most_5_percent_more_ops_than_a_bare_loop(overhead
     assert harness["by_op"].get("aten._to_copy", 0) <= bare["by_op"].get("aten._to_copy", 0)
     assert r["ratio"] <= 1.05, (f"{harness['ops']:.1f} ops per iteration against {bare['ops']:.1f}: "
                                 f"{ {k: (v, bare['by_op'].get(k, 0)) for k, v in harness['by_op'].items() if v != bare['by_op'].get(k, 0)} }")
+
+
+def test_the_wall_clock_comparison_interleaves_the_loops_iteration_by_iteration(overhead, monkeypatch):
+    """The timed comparison runs one iteration of each bare loop after every harness iteration and times
+    the same number of each: the harness's iterations of the second half, less the last (its span would
+    hold the final log and checkpoint)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    ran = []
+    real = overhead.BareLoop.iteration
+    monkeypatch.setattr(overhead.BareLoop, "iteration", lambda self: (ran.append(self.freeze_d), real(self))[1])
+    args = SimpleNamespace(width=4, batch=8, steps=8)
+    rates = overhead.interleaved_round(args, {"image": torch.rand(8, 1, 32, 32) * 2 - 1})
+    assert rates["iterations"] == 8 - 8 // 2 - 1
+    assert len(ran) == 2 * 8 and ran.count(True) == 8  # one of each bare loop per harness iteration
+    assert ran[:2] != ran[2:4]  # their order alternates
+    assert all(rates[k] > 0 for k in ("harness", "bare", "same"))

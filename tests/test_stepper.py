@@ -268,6 +268,50 @@ def test_accumulated_micro_batches_step_like_one_big_batch(fresh_accelerate):
         torch.testing.assert_close(a, b)
 
 
+def test_one_micro_batch_per_step_goes_around_accelerates_per_call_wrappers(monkeypatch, fresh_accelerate):
+    """With grad_accum = 1 on one process and no GradScaler, Accelerate's per-micro-batch contexts and its
+    optimizer wrapper only cost host time (its step() searches sys.path for an optional package twice per
+    call): the stepper enters no `accumulate`/`no_sync` and steps and zeroes the torch optimizer itself,
+    which still steps exactly as the wrapper would."""
+    from accelerate.optimizer import AcceleratedOptimizer
+    from distgen.loops.stepper import Group, Stepper
+
+    calls = Counter()
+    for owner, name in ((Accelerator, "accumulate"), (Accelerator, "no_sync"), (AcceleratedOptimizer, "step"),
+                        (AcceleratedOptimizer, "zero_grad")):
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, _real=real, _name=name, **k: (calls.update([_name]),
+                                                                                    _real(*a, **k))[1])
+    torch.manual_seed(0)
+    acc = Accelerator(cpu=True)
+    nets = {"D": torch.nn.Linear(3, 1), "G": torch.nn.Linear(2, 3)}
+    ref = copy.deepcopy(nets)
+    opts = {n: torch.optim.Adam(m.parameters(), lr=0.1, fused=True) for n, m in nets.items()}
+    prepared = acc.prepare(nets["D"], nets["G"], opts["D"], opts["G"])
+    nets, opts = dict(zip(nets, prepared[:2])), dict(zip(nets, prepared[2:]))
+    cfg = recipes.from_dict({"family": "classifier"})
+    stepper = Stepper(acc, cfg, SimpleNamespace(record=lambda bad, phase: None, record_round=lambda *a: None),
+                      nets, {"D": Group(("D",), [opts["D"]]), "G": Group(("G",), [opts["G"]])})
+    z = torch.randn(4, 2)
+    for _ in range(3):
+        for phase in ("D", "G"):
+            with stepper.micro_batch(phase):
+                stepper.step({"loss": nets["D"](nets["G"](z)).square().mean()}, phase)
+        stepper.end_iteration()
+    stats.collect()
+    assert not calls, dict(calls)
+    ref_opts = {n: torch.optim.Adam(m.parameters(), lr=0.1, fused=True) for n, m in ref.items()}
+    for _ in range(3):  # the same steps written by hand
+        for phase in ("D", "G"):
+            loss = ref["D"](ref["G"](z)).square().mean()
+            loss.backward(inputs=list(ref[phase].parameters()))
+            ref_opts[phase].step()
+            ref_opts[phase].zero_grad(set_to_none=True)
+    for name in ref:
+        for a, b in zip(ref[name].parameters(), nets[name].parameters()):
+            assert torch.equal(a, b), name
+
+
 # -- fp16: the gradient penalty under a real GradScaler ------------------------------------------------
 
 

@@ -10,7 +10,9 @@
 
 What `micro_batch`, `step` and `end_iteration` do, in order, for every family:
   - accumulation: train.grad_accum = k micro-batches per optimizer step (Accelerate's `accumulate`:
-    gradients are all-reduced and the optimizers step on the k-th only; the loss is divided by k);
+    gradients are all-reduced and the optimizers step on the k-th only; the loss is divided by k); with
+    k = 1 no Accelerate context is entered per micro-batch but `no_sync` with several processes, and the
+    optimizers are stepped without Accelerate's wrapper where it only forwards (see `Stepper.__init__`);
   - nets the group does not step run under `no_sync` and backward is limited to the stepped nets'
     parameters (`inputs=`), so a G step computes no weight gradients of D;
   - mixed precision: the loop opens one autocast per phase's micro-batch (`autocast`), around the
@@ -48,6 +50,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import DistributedType
 
 from distgen import stats
 from distgen.families.base import loss_scaled
@@ -74,6 +77,21 @@ class Stepper:
         # no-op otherwise, and DeepSpeed's engine takes no inputs)
         self.limit_backward = {name: set(g.nets) != set(nets) for name, g in groups.items()}
         self.deepspeed = acc.state.deepspeed_plugin is not None
+        # Accelerate's per-micro-batch contexts, entered only where they do something: `accumulate` with
+        # grad_accum > 1 (with k = 1 it only sets sync_gradients, which stays True) and under DeepSpeed;
+        # `no_sync` with several processes (one process: a nullcontext). Each costs host time per
+        # micro-batch, and a GPU that waits on the host pays it in throughput.
+        self.accumulating = cfg.train.grad_accum > 1 or self.deepspeed
+        self.distributed = acc.use_distributed
+        # The optimizers stepped and zeroed directly, not through Accelerate's AcceleratedOptimizer, where
+        # that wrapper only forwards the call: no GradScaler, no DeepSpeed (and no XLA, which distgen does
+        # not run). Its step() looks for the `lomo_optim` package on sys.path twice per call and its
+        # zero_grad() builds an inspect.signature, about 0.3 ms of host time per step on a CPU, more than
+        # a small net's optimizer step itself. Stepping only on the last micro-batch (what the wrapper
+        # checks through sync_gradients) stays here, in `step`.
+        direct = acc.scaler is None and not self.deepspeed and acc.distributed_type != DistributedType.XLA
+        self.plain = {name: [getattr(o, "optimizer", o) if direct else o for o in g.optimizers]
+                      for name, g in groups.items()}
         self.phases = list(groups)
         device = acc.device
         if self.check and hasattr(guard, "track"):
@@ -103,11 +121,14 @@ class Stepper:
         not step, and the loss scale."""
         stepped = self.groups[phase].nets
         with ExitStack() as stack:
-            stack.enter_context(self.acc.accumulate(*[self.nets[n] for n in stepped]))
-            for name, net in self.nets.items():
-                if name not in stepped:
-                    stack.enter_context(self.acc.no_sync(net))
-            stack.enter_context(loss_scaled(self._scale()))
+            if self.accumulating:
+                stack.enter_context(self.acc.accumulate(*[self.nets[n] for n in stepped]))
+            if self.distributed:
+                for name, net in self.nets.items():
+                    if name not in stepped:
+                        stack.enter_context(self.acc.no_sync(net))
+            if self.acc.scaler is not None:
+                stack.enter_context(loss_scaled(self._scale()))
             yield
 
     def autocast(self):
@@ -136,21 +157,22 @@ class Stepper:
         self.backward(functools.reduce(operator.add, terms.values()), phase)
         for name, value in terms.items():
             stats.report(name, value)  # remembered, added on the device at end_iteration
-        if not self.acc.sync_gradients:  # accumulating: the optimizers step on the last micro-batch
+        if self.accumulating and not self.acc.sync_gradients:  # the optimizers step on the last micro-batch
             return
         if self.engine_steps:
             self._count_engine_skip(phase)
             return
         grads = [p.grad for p in group.params if p.grad is not None] if self.check else []
         scaler = self.acc.scaler
+        optimizers = self.plain[phase]
         if not grads:  # the check is off (train.max_nonfinite=0), or no parameter has a gradient
-            for opt in group.optimizers:
+            for opt in optimizers:
                 opt.step()
         elif self.capture_mode:
             bad = self._view(0, self.phases.index(phase))
             bad.zero_()
             nonfinite(grads, bad)
-            for opt in group.optimizers:
+            for opt in optimizers:
                 _step_unless(opt, bad)
             self.guard.record(bad, phase)
             stats.report("nonfinite_skipped", bad)
@@ -168,10 +190,10 @@ class Stepper:
                 stats.report("nonfinite_skipped", bad)
                 self.guard.record(counts, phase)
             else:
-                for opt in group.optimizers:
+                for opt in optimizers:
                     _step_unless(opt, bad)
                 self._checked.append((self._rounds[phase] - 1, self.phases.index(phase)))
-        for opt in group.optimizers:
+        for opt in optimizers:
             opt.zero_grad(set_to_none=True)
 
     def _flag(self, phase: str) -> torch.Tensor:
@@ -230,8 +252,8 @@ class Stepper:
 
 
 def _step_unless(opt, bad: torch.Tensor) -> None:
-    """Step `opt` (an Accelerate-prepared optimizer) unless `bad` is 1, deciding on the device where the
-    optimizer can: torch's fused optimizers skip the whole update when their `found_inf` is 1 (the
+    """Step `opt` (a torch optimizer, or Accelerate's wrapper of one) unless `bad` is 1, deciding on the
+    device where the optimizer can: torch's fused optimizers skip the whole update when their `found_inf` is 1 (the
     GradScaler's own mechanism, also used here without loss scaling), leaving weights and moments as
     they were."""
     inner = getattr(opt, "optimizer", opt)
