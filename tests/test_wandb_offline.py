@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from conftest import TINY_GAN, main_in_process
+from distgen.loops.history import offline_sessions
 
 BLOCK, HEADER = 32768, 7  # LevelDB log: 32 KiB blocks, chunks of crc32 (4), length (2), type (1)
 
@@ -68,7 +69,18 @@ def test_a_resumed_offline_run_is_one_wandb_run_in_two_sessions_uploaded_by_one_
     first, second = map(session, folders)
     assert first["rewind"] is None and first["steps"] == [2, 4]
     assert second["rewind"] == 4 and second["steps"] == [6, 8]  # W&B rewinds to 4, then appends 6 and 8
-    pattern = f"{run_dir}/wandb/offline-run-*-{run_id}"
+    pattern = offline_sessions(run_dir, run_id)
     assert all(f"`wandb sync {pattern}`" in line for line in said)
     assert "all 2 sessions" in said[1] and "all " not in said[0]
     assert sorted(Path(p) for p in glob.glob(pattern)) == folders
+
+
+def test_the_sync_pattern_holds_a_session_started_within_the_same_second(tmp_path):
+    """W&B names a session's folder offline-run-<time to the second>-<id>, and appends -1, -2... when that
+    folder exists: a resumed run that starts within the same second as the last session. The pattern the
+    message gives `wandb sync` must hold those too, or one session is never uploaded."""
+    run_id = "0123456789ab"
+    made = [tmp_path / "wandb" / f"offline-run-20261206_231500-{run_id}{suffix}" for suffix in ("", "-1", "-2")]
+    for folder in made + [tmp_path / "wandb" / "offline-run-20261206_231500-ffffffffffff"]:  # another run's
+        folder.mkdir(parents=True)
+    assert sorted(Path(p) for p in glob.glob(offline_sessions(tmp_path, run_id))) == made

@@ -16,6 +16,7 @@ is deleted. Rows are appended with one write and flushed, so a kill leaves at mo
 """
 from __future__ import annotations
 
+import glob
 import json
 import netrc
 import os
@@ -75,6 +76,12 @@ def _netrc_has(host: str) -> bool:
         return False
 
 
+def offline_sessions(run_dir: Path, run_id: str) -> str:
+    """The glob of every offline W&B session of the run: `offline-run-<time>-<id>`, and `...-<id>-<n>` where
+    W&B found that folder taken (two sessions started within the same second)."""
+    return f"{run_dir}/wandb/offline-run-*-{run_id}*"
+
+
 def start_trackers(acc, cfg, run_dir: Path, step: int) -> None:
     """W&B and/or TensorBoard through Accelerate's trackers, started together (main process only).
 
@@ -111,9 +118,9 @@ def start_trackers(acc, cfg, run_dir: Path, step: int) -> None:
     run_id = id_file.read_text().strip() if known else uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
     if mode == "offline":
-        sessions = len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) + 1
+        sessions = len(glob.glob(offline_sessions(run_dir, run_id))) + 1
         tqdm.write(f"W&B: {'no API key, ' if w.mode == 'auto' else ''}logging offline into {run_dir}/wandb; upload "
-                   f"later with `wandb sync {run_dir}/wandb/offline-run-*-{run_id}`"
+                   f"later with `wandb sync {offline_sessions(run_dir, run_id)}`"
                    + (f" (all {sessions} sessions of W&B run {run_id} in one command: W&B uploads them in the order "
                       f"they started, each resumed one rewound to its first step)" if sessions > 1 else ""))
     kwargs = {"dir": str(run_dir), "name": run_dir.name, "mode": mode, "entity": w.entity or None,
