@@ -12,7 +12,7 @@ DEMO_RUN  := runs/demo/quickstart-$(shell date -u +%Y%m%d-%H%M%S)
 THREADS   ?= $(shell nproc)
 CPU_LAUNCH := $(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_cpu_threads_per_process $(THREADS) --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: demo test setup clean-demo gpu-check gpu-bench mutants
+.PHONY: demo test setup clean-demo gpu-check gpu-bench gpu-wheels mutants
 
 setup: $(STAMP)
 
@@ -46,16 +46,29 @@ demo: $(STAMP)
 
 # On a CUDA machine: every family in bf16/fp16/compile, grid + in-training FID, exact resume, a short
 # benchmark grid; one JSON line per check, under 8 minutes. Without CUDA it says so and exits 0.
-gpu-check: $(STAMP)
-	$(PY) launch/gpu_check.py
+# The GPU targets run the venv's python; on a bare GPU machine (its own python3 and torch, carried wheels:
+# launch/gpu_session.sh) name it: `make gpu-bench GPU_PY=python3` (no venv is then made).
+GPU_PY       ?= $(PY)
+GPU_BUDGET_S ?= 420
+GPU_DEPS     := $(if $(filter $(PY),$(GPU_PY)),$(STAMP))
+
+gpu-check: $(GPU_DEPS)
+	$(GPU_PY) launch/gpu_check.py
 
 # On a CUDA machine: the harness against a hand-written loop on the same nets (benchmarks/bare_loops.py):
 # dcgan, wgan_gp, sagan at batch 64 and 256, fp32 and bf16, eager / compile / captured (train.cuda_graph);
 # img/s, MFU and harness/bare per configuration, device and torch version, in one JSON line, inside 7 minutes
 # (configurations left when the budget is spent are listed as skipped). docs/benchmarks.md records the figures.
-gpu-bench: $(STAMP)
-	$(PY) benchmarks/gpu.py --families dcgan wgan_gp sagan --batches 64 256 --precisions fp32 bf16 \
-	    --channels-last 0 --compile 0 1 --captured 0 1 --bare 1 --steps 40 --budget-s 420
+gpu-bench: $(GPU_DEPS)
+	$(GPU_PY) benchmarks/gpu.py --families dcgan wgan_gp sagan --batches 64 256 --precisions fp32 bf16 \
+	    --channels-last 0 --compile 0 1 --captured 0 1 --bare 1 --steps 40 --budget-s $(GPU_BUDGET_S)
+
+# The packages a bare GPU machine lacks (it has torch, accelerate and most of the rest; no network), as
+# wheels for its Python 3.12, into .whl/ (git-ignored) for launch/gpu_session.sh. Needs pip's network here.
+gpu-wheels:
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
+	    webdataset==1.0.2 braceexpand==0.1.7 torch-fidelity==0.4.0
 
 # Break one line of the core at a time (tests/mutations.py's list) and rerun the tests that must catch it:
 # a table of killed/survived mutants; exit 1 if any survived or no longer applies. Slow: not part of `make test`.

@@ -34,7 +34,6 @@ tiny nets: tests/test_benchmarks.py).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -169,7 +168,10 @@ def child(args, **fields) -> dict:
            "--width", str(args.width), "--flop-steps", str(args.flop_steps)]
     for key, value in fields.items():
         cmd += [f"--{key.replace('_', '-')}", str(int(value) if isinstance(value, bool) else value)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.child_timeout_s or None)
+    except subprocess.TimeoutExpired:  # one hung or slow configuration must not take the whole grid's time
+        return {"error": f"timed out after {args.child_timeout_s:g} s (--child-timeout-s)"}
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -197,6 +199,8 @@ def main() -> None:
     parser.add_argument("--bare", type=int, default=0, choices=[0, 1], help="1: also time a hand-written loop")
     parser.add_argument("--budget-s", type=float, default=0.0,
                         help="stop starting configurations after this many seconds (0 = no limit)")
+    parser.add_argument("--child-timeout-s", type=float, default=180.0,
+                        help="give up on one configuration after this many seconds (0 = no limit)")
     parser.add_argument("--steps", type=int, default=60, help="generator steps per configuration (timed: the second half)")
     parser.add_argument("--flop-steps", type=int, default=2)
     parser.add_argument("--width", type=int, default=64, help="the recipes' width; smaller only for a quick check")

@@ -3,6 +3,7 @@
     stats.report("D(x)", logits.sigmoid())        # in a family's loss: no sync, no .item(), no extra op
     stats.count("data/skipped", n)                # a count: summed, not averaged
     stats.flush()                                 # the stepper, once per iteration: ONE device op
+                                                  # (one per repetition of a name: WGAN-GP's critic)
     means, counts = stats.reduce(device, sum_over_ranks, gather)   # in Run.log, every log.every steps
 
 Cost model. A GPU that trains the reports' small nets waits on the host, and every dispatched op costs a
@@ -63,13 +64,18 @@ def _remember(kind: str, name: str, value) -> None:
 
 def flush() -> list[tuple[str, str, torch.Tensor]]:
     """Add every tensor reported since the last flush into its device accumulator: one foreach op per
-    device. Returns what it added (a captured step
-    counts each replay with `recount`)."""
+    device (and per repetition of a name). Returns what it added (a captured step counts each replay
+    with `recount`)."""
     if not _pending:
         return []
     done = list(_pending)
     _pending.clear()
-    by_device: dict[torch.device, tuple[list, list]] = {}
+    # One foreach call per device and per repetition: a name reported k times since the last flush (a
+    # phase repeated, e.g. WGAN-GP's critic steps) goes into k calls, never twice into one. On CUDA a
+    # foreach kernel updates its tensors in parallel chunks, and two entries of one list that are the
+    # same accumulator would race and lose additions.
+    calls: dict[tuple[torch.device, int], tuple[list, list]] = {}
+    seen: dict[tuple, int] = defaultdict(int)
     for kind, name, value in done:
         key = (kind, name, value.device, tuple(value.shape), value.dtype)
         slot = _slots.get(key)
@@ -78,11 +84,12 @@ def flush() -> list[tuple[str, str, torch.Tensor]]:
             dtype = torch.float32 if value.is_floating_point() else torch.int64
             slot = _slots[key] = torch.zeros(value.shape, dtype=dtype, device=value.device)
         _slot_count[key] += max(value.numel(), 1)
-        slots, values = by_device.setdefault(value.device, ([], []))
+        slots, values = calls.setdefault((value.device, seen[key]), ([], []))
+        seen[key] += 1
         slots.append(slot)
         values.append(value)
     with torch.no_grad():
-        for slots, values in by_device.values():
+        for slots, values in calls.values():
             torch._foreach_add_(slots, values)
     return done
 

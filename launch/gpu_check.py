@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -87,6 +88,8 @@ class Checker:
     def train(self, family: str, run_dir: Path, *extra: str, precision: str = "no", resume: bool = False,
               deterministic: bool = False, strict_sync: Path | None = None):
         recipe = ROOT / "recipes" / f"{(GAN | SINGLE)[family]}.yaml"
+        if deterministic:  # cuDNN's autotuner off too (the loop sets cudnn.benchmark from the recipe): separate
+            extra = (*extra, "train.cudnn_benchmark=false")  # processes timing kernels may pick other algorithms
         cmd = [sys.executable, "launch/train.py", str(recipe), *data_overrides(family, self.work / "data"),
                f"run.dir={run_dir}", f"train.steps={STEPS}", "log.every=2", f"log.sample_every={STEPS}",
                f"run.checkpoint_every={STEPS}", *extra] + (["--resume", "auto"] if resume else [])
@@ -254,8 +257,13 @@ def syncbn_check(device: str) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            timeout=timedelta(seconds=120))
     try:
+        warm = torch.zeros(1, device=dev)
+        dist.all_reduce(warm)  # NCCL sets up its communicator at the first collective: outside the checked region
+        if cuda:
+            torch.cuda.synchronize()
         gen = torch.Generator().manual_seed(0)
         x = (torch.randn(16, 8, 12, 12, generator=gen) * 2 + 0.5).to(dev)
         dy = torch.randn(16, 8, 12, 12, generator=gen).to(dev)

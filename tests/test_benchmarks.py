@@ -77,3 +77,17 @@ def test_loader_benchmark_prints_its_ratios():
     for name in ("png", "raw", "ram", "folder_tv"):
         assert out[f"{name}_images_per_core_s"] > 0
     assert out["raw_bytes_per_image"] > 64 * 64 * 3  # the pixels themselves, uncompressed
+
+
+def test_gpu_benchmark_gives_up_on_a_configuration_past_its_timeout_and_still_reports(tmp_path):
+    """A hung configuration (a compile that never ends, a stuck collective) must not eat a GPU session's
+    few minutes: its process is killed after --child-timeout-s, its row says so, and the grid goes on to
+    print its JSON line."""
+    env = {"DISTGEN_DIGITS": str(tmp_path / "digits")}
+    result = run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--families", "dcgan", "--batches", "4",
+                  "--precisions", "fp32", "--channels-last", "0", "1", "--compile", "0", "--steps", "4",
+                  "--width", "8", "--child-timeout-s", "0.05"], env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = _last_json(result.stdout)
+    assert out["configurations"] == 2 and out["measured"] == 0
+    assert all("timed out after 0.05 s" in r["error"] for r in out["results"]), out["results"]

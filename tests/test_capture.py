@@ -35,9 +35,8 @@ def test_cuda_graph_on_a_cpu_says_it_needs_cuda(digits, tmp_path, fresh_accelera
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
-def _train(capture_mode: bool, batches, nan_at: set):
-    """Three D+G iterations of a tiny DCGAN through the stepper; the D step of iterations in `nan_at` gets a
-    NaN loss. Returns the nets, the guard and the statistics."""
+def _setup():
+    """A tiny DCGAN, its prepared nets, the guard and the stepper (CPU)."""
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     cfg = recipes.from_dict({"family": "dcgan", "model": {"z_dim": 8, "width": 4}, "train": {"batch_size": 4,
@@ -52,6 +51,13 @@ def _train(capture_mode: bool, batches, nan_at: set):
     guard.acc, guard.cfg, guard.run = acc, cfg, SimpleNamespace(dir=Path("/nonexistent"))
     guard._init_rows()
     stepper = Stepper(acc, cfg, guard, nets, {"D": Group(("D",), [opt_d]), "G": Group(("G",), [opt_g])})
+    return family, nets, guard, stepper
+
+
+def _train(capture_mode: bool, batches, nan_at: set):
+    """Three D+G iterations of a tiny DCGAN through the stepper; the D step of iterations in `nan_at` gets a
+    NaN loss. Returns the nets, the guard and the statistics."""
+    family, nets, guard, stepper = _setup()
     stepper.capture_mode = capture_mode
     stats.collect(), stats.collect_counts()
     torch.manual_seed(1)
@@ -96,3 +102,61 @@ def test_gpu_check_runs_the_cuda_graph_check_and_on_a_cpu_expects_the_refusal(tm
     assert set(checks) >= {"cuda_graph/dcgan"} and "cuda_graph/vae" not in checks, result.stdout[-2000:]
     assert checks["cuda_graph/dcgan"]["ok"] is True, checks["cuda_graph/dcgan"]
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+class _FakeGraph:
+    """torch.cuda.CUDAGraph on a CPU: capturing runs the body once (a real capture records it without
+    running it); a replay runs nothing and is counted."""
+
+    def __init__(self):
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+
+
+def test_every_replay_is_counted_in_the_statistics(monkeypatch, fresh_accelerate):
+    """A replay runs no Python, so the host-side counts of what the captured step reported must follow it
+    (stats.recount). The step flushes its own statistics inside the graph; what it flushed is what each
+    replay recounts (else the logged means divide many replays' sums by one report, and the names vanish
+    after the first log)."""
+    from contextlib import contextmanager, nullcontext
+
+    from distgen.loops import capture
+
+    @contextmanager
+    def graph(g, pool=None, capture_error_mode="global"):
+        assert capture_error_mode == "thread_local"  # the pin-memory thread must not void the capture
+        yield
+
+    stream = SimpleNamespace(wait_stream=lambda s: None)
+    for name, value in (("Stream", lambda: stream), ("stream", lambda s: nullcontext()),
+                        ("current_stream", lambda *a: stream),
+                        ("CUDAGraph", _FakeGraph), ("graph", graph), ("graph_pool_handle", lambda: None),
+                        ("synchronize", lambda *a: None)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    family, nets, guard, stepper = _setup()
+    phases = capture.CapturedPhases(stepper, family, nets)
+    stats.collect(), stats.collect_counts()
+    batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1}
+
+    def iteration():
+        for phase in ("D", "G"):
+            phases.run(phase, batch if phase == "D" else None)
+        stepper.end_iteration()
+        phases.end_iteration()
+
+    for _ in range(capture.WARMUP + 1):  # warm-up, then the iteration that captures (and replays once)
+        iteration()
+    assert set(phases.graphs) == {"D", "G"} and phases.graphs["D"].replays == 1
+    reported = {name for _, name, _ in phases.records["D"]}
+    assert {"D/real", "D/fake", "D(x)", "D(G(z))", "nonfinite_skipped"} <= reported, reported
+    assert "G/adv" in {name for _, name, _ in phases.records["G"]}
+    counts = dict(stats._slot_count)
+    for _ in range(3):
+        iteration()
+    assert phases.graphs["D"].replays == 4
+    added = {key[1]: stats._slot_count[key] - counts.get(key, 0) for key in stats._slot_count}
+    # per replay: one report of each loss term, one per image of D(x) (a batch of 4 sigmoids)
+    assert added["D/real"] == 3 and added["G/adv"] == 3 and added["D(x)"] == 3 * 4, added
+    stats.collect(), stats.collect_counts()

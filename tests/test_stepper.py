@@ -77,6 +77,29 @@ def test_statistics_end_on_the_device_of_the_reported_tensors():
     assert packed.device.type == "meta" and packed.shape == (4,)  # (sum, reports) per name
 
 
+def test_a_name_reported_several_times_never_enters_one_foreach_add_twice(monkeypatch):
+    """WGAN-GP's critic reports its terms n_critic times per iteration. On CUDA a foreach kernel updates its
+    tensors in parallel, so the same accumulator twice in one list would race and lose additions: each
+    repetition goes into its own call, and the totals are still exact."""
+    stats.collect(), stats.collect_counts()
+    real = torch._foreach_add_
+    lists = []
+
+    def checked(slots, values):
+        lists.append([id(t) for t in slots])
+        return real(slots, values)
+
+    monkeypatch.setattr(torch, "_foreach_add_", checked)
+    for i in range(5):  # five critic steps, then the generator's
+        stats.report("D/real", torch.tensor(float(i)))
+        stats.report("D(x)", torch.full((4,), float(i)))
+    stats.report("G/adv", torch.tensor(10.0))
+    stats.flush()
+    assert len(lists) == 5 and all(len(set(ids)) == len(ids) for ids in lists), lists
+    means = stats.collect()
+    assert means["D/real"].item() == 2.0 and means["D(x)"].item() == 2.0 and means["G/adv"].item() == 10.0
+
+
 def _ranks_report(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 

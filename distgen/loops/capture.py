@@ -123,10 +123,14 @@ class CapturedPhases:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         stats.flush()  # nothing eager left pending: what the capture reports is the graph's own
+        self.stepper.capture_record = []  # the step flushes its own statistics inside the graph
         torch.cuda.synchronize()  # deliberate: once, before capture
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory or query events
+        # while this thread captures; in the default "global" mode that would invalidate the capture
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             self._eager(phase, static)
-            record = stats.flush()  # the accumulation is captured; the Python side recounts per replay
+            # the accumulation is captured; the Python side recounts it per replay
+            record = self.stepper.capture_record + stats.flush()
         stats.recount(record, -1)  # capturing ran nothing
         self.graphs[phase], self.inputs[phase], self.records[phase] = graph, static, record
 

@@ -235,6 +235,8 @@ class Run:
             self.totals[n] = self.totals.get(n, 0.0) + v
         row = {"step": step, **{n: round(v, 6) for n, v in means.items()},
                **{n: self.totals[n] for n in sums}, **(extra or {})}
+        if self.acc.device.type == "cuda":  # deliberate host sync, once per log: the clock reads work done,
+            torch.cuda.current_stream(self.acc.device).synchronize()  # not work queued (replays queue far ahead)
         now = time.perf_counter()
         row["img/s"] = round(images * self.acc.num_processes / max(now - self._clock, 1e-9), 2)
         self._clock = now

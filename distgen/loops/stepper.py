@@ -105,6 +105,7 @@ class Stepper:
         # train.cuda_graph (distgen/loops/capture.py): every step zeroes, records and accumulates its own
         # flag and statistics, so that one captured graph per phase holds all of it
         self.capture_mode = False
+        self.capture_record: list = []  # what the steps flushed in capture mode (a graph recounts it per replay)
 
     def _scale(self):
         scaler = self.acc.scaler
@@ -176,7 +177,7 @@ class Stepper:
                 _step_unless(opt, bad)
             self.guard.record(bad, phase)
             stats.report("nonfinite_skipped", bad)
-            stats.flush()
+            self.capture_record += stats.flush()
         else:
             bad = self._flag(phase)
             nonfinite(grads, bad)
