@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,48 +19,42 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu(tmp_path):
+def test_gpu_benchmark_grid_on_tiny_nets_on_the_cpu_beside_a_bare_loop(tmp_path, monkeypatch, fresh_accelerate):
     # 2 families x channels-last 0/1 at one batch (each configuration and each FLOP count is its own
-    # process, ~5 s of imports on 2 cores), plus one FLOP count at twice the batch for the linearity check
+    # process, ~5 s of imports on 2 cores); --bare 1: the hand-written loop on the same nets
+    # (benchmarks/bare_loops.py) runs in each configuration's process, and vs_bare is the harness's
+    # img/s over its own
     digits = tmp_path / "digits"  # built here, not in the checkout's data/digits
     env = {"DISTGEN_DIGITS": str(digits)}
     result = run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--families", "dcgan", "wgan_gp",
                   "--batches", "4", "--precisions", "fp32", "--channels-last", "0", "1", "--compile", "0",
-                  "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"], env=env)
+                  "--bare", "1", "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (digits / "index.json").is_file()
     out = _last_json(result.stdout)
     assert out["benchmark"] == "gpu" and out["configurations"] == out["measured"] == 4
+    assert out["torch"] == torch.__version__
     rows = {(r["family"], r["batch"], r["channels_last"]): r for r in out["results"]}
     for r in rows.values():
         assert r["img_s"] > 0 and 0 < r["mfu"] < 1 and r["flops_per_step"] > 0
         assert r["ratio"] > 0 and (r["ratio"] == 1.0) == (not r["channels_last"])  # plain = fp32, NCHW, eager
-    # FLOPs are counted per training step, without set-up or the final grid: linear in the batch size
-    twice = run([sys.executable, "benchmarks/gpu.py", "--worker", "--flops", "1", "--family", "dcgan", "--batch", "8",
-                 "--device", "cpu", "--width", "8", "--flop-steps", "1"], env=env)
-    assert twice.returncode == 0, twice.stderr[-3000:]
-    assert _last_json(twice.stdout)["flops"] == pytest.approx(2 * rows["dcgan", 4, False]["flops_per_step"], rel=0.02)
+        assert r["bare_img_s"] > 0 and r["vs_bare"] == pytest.approx(r["img_s"] / r["bare_img_s"], rel=1e-3)
     # a WGAN-GP generator step holds 5 critic steps (5 real batches), each with a double backward
     assert rows["wgan_gp", 4, False]["img_s"] == pytest.approx(rows["wgan_gp", 4, False]["steps_s"] * 4 * 5, rel=1e-3)
     assert rows["wgan_gp", 4, False]["flops_per_step"] > 3 * rows["dcgan", 4, False]["flops_per_step"]
     assert set(out["best"]) == {"dcgan/4", "wgan_gp/4"}
+    # FLOPs are counted per training step, without set-up or the final grid: linear in the batch size
+    # (counted here, in this process: a FLOP count is a short run of the loop)
+    from conftest import launch_module
 
-
-def test_gpu_benchmark_times_a_bare_loop_beside_the_harness_and_a_captured_row_needs_cuda(tmp_path):
-    """--bare 1: the hand-written loop on the same nets (benchmarks/bare_loops.py) runs in each configuration's
-    process, and vs_bare is the harness's img/s over its own; a captured configuration on the CPU is a failed
-    row naming train.cuda_graph's reason, not a crash of the grid."""
-    env = {"DISTGEN_DIGITS": str(tmp_path / "digits")}
-    result = run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--families", "wgan_gp", "--batches", "4",
-                  "--precisions", "fp32", "--channels-last", "0", "--compile", "0", "--captured", "0", "1",
-                  "--bare", "1", "--steps", "4", "--width", "8", "--peak-tflops", "1", "--flop-steps", "1"], env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = _last_json(result.stdout)
-    rows = {r["mode"]: r for r in out["results"]}
-    eager = rows["eager"]
-    assert eager["bare_img_s"] > 0 and eager["vs_bare"] == pytest.approx(eager["img_s"] / eager["bare_img_s"], rel=1e-3)
-    assert "img_s" not in rows["captured"] and "train.cuda_graph needs CUDA" in rows["captured"]["error"]
-    assert out["configurations"] == 2 and out["measured"] == 1 and out["torch"] == torch.__version__
+    monkeypatch.setenv("DISTGEN_DIGITS", str(digits))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    gpu = launch_module("benchmarks/gpu.py")
+    args = SimpleNamespace(device="cpu", width=8, flop_steps=1)
+    assert gpu.flops_per_step(args, "dcgan", 8) == pytest.approx(2 * rows["dcgan", 4, False]["flops_per_step"],
+                                                                 rel=0.02)
+    # a captured configuration is train.cuda_graph (on the CPU the loop refuses it: tests/test_capture.py)
+    assert gpu.config_for("wgan_gp", 4, 4, "cpu", 8, False, False, captured=True).train.cuda_graph
 
 
 def test_gpu_benchmark_without_cuda_says_so_and_measures_nothing():  # run() hides any GPU
